@@ -1,0 +1,3 @@
+from nucseg.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""Command line: `nucseg demo-data | evaluate | predict | report` (also `python -m nucseg`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from nucseg.errors import NucsegError
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from nucseg.data.demo import write_demo_dataset
+
+    root = write_demo_dataset(
+        args.out, n_train=args.n_train, n_test=args.n_test, size=args.size, seed=args.seed
+    )
+    print(f"demo data written to {root}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from nucseg.evaluate import evaluate_folders, format_table
+
+    table = evaluate_folders(args.gt_dir, args.pred_dir, split=args.split)
+    print(format_table(table))
+    csv = Path(args.csv) if args.csv else Path(args.pred_dir) / "scores.csv"
+    table.to_csv(csv, index=False)
+    print(f"scores written to {csv}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from nucseg.infer import predict_files
+    from nucseg.nuclei_table import write_nuclei_csv
+
+    options = {
+        name: getattr(args, name)
+        for name in ("weights", "tta", "device", "tile", "overlap")
+        if getattr(args, name) is not None
+    }
+    written = predict_files(
+        args.images, args.out, method=args.method, overlay=args.overlay, xml=args.xml, **options
+    )
+    for item in written:
+        line = f"{item.image.name}: {item.n_nuclei} nuclei -> {item.instances}"
+        if args.csv:
+            line += f", {write_nuclei_csv(item.instances)}"
+        print(line)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from nucseg.report import run_report
+
+    run_report(profile=args.profile, data=args.data, out=args.out, only=args.only)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser of the `nucseg` command."""
+    parser = argparse.ArgumentParser(prog="nucseg", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo-data", help="write the embedded demo dataset in MoNuSeg layout")
+    demo.add_argument("out", help="output folder")
+    demo.add_argument("--n-train", type=int, default=12)
+    demo.add_argument("--n-test", type=int, default=6)
+    demo.add_argument("--size", type=int, default=256, help="tile side in pixels")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=_demo_data)
+
+    ev = sub.add_parser("evaluate", help="score predicted label maps against ground truth")
+    ev.add_argument("gt_dir", help="MoNuSeg folder (any layout) or folder of label maps")
+    ev.add_argument("pred_dir", help="folder of <image_id>.npy|.png|.tif label maps")
+    ev.add_argument(
+        "--split", choices=["train", "test"], help="score one split of a MoNuSeg folder"
+    )
+    ev.add_argument("--csv", help="where to write the per-image CSV (default PRED_DIR/scores.csv)")
+    ev.set_defaults(func=_evaluate)
+
+    pr = sub.add_parser("predict", help="segment H&E images into instance maps")
+    pr.add_argument("images", nargs="+", help="image files or folders")
+    pr.add_argument("--method", default="classical", help="segmentation method")
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--overlay", action="store_true", help="also write contour overlay PNGs")
+    pr.add_argument("--csv", action="store_true", help="also write per-nucleus area/centroid CSVs")
+    pr.add_argument("--xml", action="store_true", help="also write ImageScope XML polygons")
+    unet = pr.add_argument_group("learned methods (--method unet)")
+    unet.add_argument("--weights", help="checkpoint or exported weights (default: packaged)")
+    unet.add_argument(
+        "--tta",
+        nargs="?",
+        const="dihedral",
+        choices=["dihedral", "flips"],
+        help="test-time augmentation: 8 dihedral transforms (default when given) or 4 flips",
+    )
+    unet.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    unet.add_argument("--tile", type=int, help="largest tile side in pixels (default 1024)")
+    unet.add_argument("--overlap", type=int, help="minimal tile overlap in pixels (default 64)")
+    pr.set_defaults(func=_predict)
+
+    rep = sub.add_parser("report", help="run the notebooks headless with papermill")
+    rep.add_argument(
+        "--profile", default="demo", help="a profile in params/ (demo, monuseg-cpu, ...)"
+    )
+    rep.add_argument("--data", help="MoNuSeg folder (default: the profile's, or demo data)")
+    rep.add_argument("--out", help="run folder (default runs/PROFILE)")
+    rep.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these")
+    rep.set_defaults(func=_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except NucsegError as err:
+        print(f"nucseg {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Reading MoNuSeg and images, generating demo data, and torch datasets of crops."""

@@ -1,0 +1,249 @@
+"""Torch dataset of square crops from (image, instance map) samples, with joint augmentation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+from nucseg.data.targets import three_class_target
+from nucseg.errors import ShapeMismatchError
+
+if TYPE_CHECKING:
+    from nucseg.data.monuseg import Sample
+
+MODES = ("random", "tiled")
+TARGETS = ("instances", "three_class")
+
+
+def tile_positions(height: int, width: int, crop_size: int, stride: int) -> list[tuple[int, int]]:
+    """Top-left corners of overlapping tiles covering an image, the last flush with the border.
+
+    Args:
+        height: Image height (an image smaller than ``crop_size`` gets a single tile at 0).
+        width: Image width.
+        crop_size: Tile side.
+        stride: Step between tiles (``<= crop_size`` so that tiles overlap or touch).
+
+    Returns:
+        ``(y, x)`` corners in row-major order.
+
+    Raises:
+        ValueError: If ``stride`` is not in ``[1, crop_size]``.
+
+    """
+    if not 1 <= stride <= crop_size:
+        raise ValueError(f"stride must be in [1, crop_size={crop_size}], got {stride}")
+
+    def starts(length: int) -> list[int]:
+        last = max(length - crop_size, 0)
+        return [*range(0, last, stride), last]
+
+    return [(y, x) for y in starts(height) for x in starts(width)]
+
+
+class CropDataset(Dataset):
+    """Square crops of samples for training and validation.
+
+    Items are ``(tv_tensors.Image float32 (3, h, w) in [0, 1], tv_tensors.Mask int64 (1, h, w))``.
+
+    Modes:
+        * ``"random"``: crop ``i`` comes from sample ``i % len(samples)`` at a uniformly random
+          position. The position and the augmentation are drawn from generators seeded with
+          ``(seed, epoch, i)``, so a crop is reproducible whatever the worker that loads it and
+          different every epoch (call :meth:`set_epoch` before each epoch).
+        * ``"tiled"``: every image is covered by overlapping tiles from :func:`tile_positions`;
+          :attr:`tiles` lists ``(sample_index, y, x)`` per item (for stitching predictions).
+
+    Images smaller than ``crop_size`` are padded at the bottom / right (reflect for the image, 0
+    for the mask); positions refer to the padded image, whose top-left part is the original.
+
+    The epoch lives in a shared-memory tensor, so :meth:`set_epoch` reaches DataLoader workers
+    even with ``persistent_workers=True``.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        crop_size: int = 256,
+        mode: str = "random",
+        crops_per_epoch: int | None = None,
+        stride: int | None = None,
+        transform: Callable[..., Any] | None = None,
+        seed: int = 0,
+        target: str = "instances",
+        boundary_width: int = 2,
+        context: int = 0,
+    ) -> None:
+        """Create the dataset.
+
+        Args:
+            samples: Objects with ``.image`` (H, W, 3) uint8 (or float in [0, 1]),
+                ``.instances`` (H, W) integer and ``.image_id`` (e.g. ``Sample``).
+            crop_size: Side of the square crops.
+            mode: ``"random"`` or ``"tiled"``.
+            crops_per_epoch: Length in random mode; default ``len(samples) * ceil(mean area /
+                crop_size**2)`` (about one coverage of the data per epoch). Ignored when tiled.
+            stride: Tile step in tiled mode; default ``3 * crop_size // 4`` (25 % overlap).
+            transform: Called as ``transform(image, mask)`` on the tv_tensors (e.g. from
+                :func:`nucseg.data.augment.build_augmentation`); torch's RNG is seeded per crop.
+            seed: Base seed of crop positions and augmentations.
+            target: ``"instances"`` (instance ids) or ``"three_class"`` (0 bg / 1 inside /
+                2 boundary, derived after augmentation from the augmented instance mask).
+            boundary_width: Boundary width for ``target="three_class"``.
+            context: Extra pixels read on each side of a crop (reflect-padded at image borders)
+                and cut away after ``transform``, so that elastic deformation pulls in real
+                tissue rather than the transform's zero fill. 0 disables.
+
+        Raises:
+            ValueError: On bad parameters or an empty / malformed sample list.
+            ShapeMismatchError: If a sample's image and instance map differ in height / width.
+
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        if crop_size < 1:
+            raise ValueError(f"crop_size must be >= 1, got {crop_size}")
+        if len(samples) == 0:
+            raise ValueError("CropDataset needs at least one sample")
+        self.crop_size = int(crop_size)
+        self.mode = mode
+        self.transform = transform
+        self.seed = int(seed)
+        self.target = target
+        self.boundary_width = boundary_width
+        if context < 0:
+            raise ValueError(f"context must be >= 0 pixels, got {context}")
+        self.context = int(context)
+        self.images: list[np.ndarray] = []
+        self.instances: list[np.ndarray] = []
+        self.image_ids: list[str] = []
+        for sample in samples:
+            image, labels = self._check_sample(sample)
+            self.images.append(image)
+            self.instances.append(labels)
+            self.image_ids.append(str(getattr(sample, "image_id", len(self.image_ids))))
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+        self.stride = int(stride) if stride is not None else max(1, 3 * self.crop_size // 4)
+        self.tiles: list[tuple[int, int, int]] = []
+        if mode == "tiled":
+            for index, (height, width) in enumerate(self._padded_shapes()):
+                for y, x in tile_positions(height, width, self.crop_size, self.stride):
+                    self.tiles.append((index, y, x))
+            self.crops_per_epoch = len(self.tiles)
+        else:
+            if crops_per_epoch is None:
+                mean_area = np.mean([h * w for h, w in self._padded_shapes()])
+                crops_per_epoch = len(self.images) * math.ceil(mean_area / self.crop_size**2)
+            if crops_per_epoch < 1:
+                raise ValueError(f"crops_per_epoch must be >= 1, got {crops_per_epoch}")
+            self.crops_per_epoch = int(crops_per_epoch)
+
+    @staticmethod
+    def _check_sample(sample: Any) -> tuple[np.ndarray, np.ndarray]:
+        image = np.asarray(sample.image)
+        labels = np.asarray(sample.instances)
+        name = getattr(sample, "image_id", "<sample>")
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"{name}: image must be (H, W, 3) RGB, got shape {image.shape}")
+        if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"{name}: instances must be a 2-D integer map, got {labels.shape}")
+        if image.shape[:2] != labels.shape:
+            raise ShapeMismatchError(
+                f"{name}: image is {image.shape[:2]} but instance map is {labels.shape}"
+            )
+        return image, labels
+
+    def _padded_shapes(self) -> list[tuple[int, int]]:
+        c = self.crop_size
+        return [(max(lab.shape[0], c), max(lab.shape[1], c)) for lab in self.instances]
+
+    @property
+    def epoch(self) -> int:
+        """Current epoch (changes random crops and augmentations)."""
+        return int(self._epoch.item())
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch; call before iterating a DataLoader for that epoch.
+
+        Args:
+            epoch: Non-negative epoch number.
+
+        """
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self._epoch.fill_(int(epoch))
+
+    def __len__(self) -> int:
+        return self.crops_per_epoch
+
+    def _rng(self, index: int, stream: int) -> np.random.Generator:
+        # Separate streams for the crop position (0) and the augmentation seed (1).
+        return np.random.default_rng((self.seed, self.epoch, index, stream))
+
+    def position(self, index: int) -> tuple[int, int, int]:
+        """``(sample_index, y, x)`` of the crop at ``index`` for the current epoch.
+
+        Args:
+            index: Item index in ``[0, len(self))``.
+
+        Returns:
+            Sample index and top-left corner (in the padded image) of the crop.
+
+        """
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} crops")
+        if self.mode == "tiled":
+            return self.tiles[index]
+        sample_index = index % len(self.images)
+        height, width = self._padded_shapes()[sample_index]
+        rng = self._rng(index, 0)
+        y = int(rng.integers(0, height - self.crop_size + 1))
+        x = int(rng.integers(0, width - self.crop_size + 1))
+        return sample_index, y, x
+
+    def _crop(self, sample_index: int, y: int, x: int) -> tuple[np.ndarray, np.ndarray]:
+        image, labels = self.images[sample_index], self.instances[sample_index]
+        c, m = self.crop_size, self.context
+        if m:  # read the crop with a reflect-padded margin around it
+            h, w = labels.shape
+            rows = np.abs(np.arange(y - m, y + c + m))
+            rows = np.where(rows >= h, 2 * (h - 1) - rows, rows).clip(0, h - 1)
+            cols = np.abs(np.arange(x - m, x + c + m))
+            cols = np.where(cols >= w, 2 * (w - 1) - cols, cols).clip(0, w - 1)
+            return image[np.ix_(rows, cols)], labels[np.ix_(rows, cols)]
+        image, labels = image[y : y + c, x : x + c], labels[y : y + c, x : x + c]
+        pad_h, pad_w = c - labels.shape[0], c - labels.shape[1]
+        if pad_h or pad_w:  # only for images smaller than the crop
+            image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
+            labels = np.pad(labels, ((0, pad_h), (0, pad_w)), mode="constant")
+        return image, labels
+
+    def __getitem__(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        sample_index, y, x = self.position(index)
+        image_np, labels_np = self._crop(sample_index, y, x)
+        pixels = torch.from_numpy(np.ascontiguousarray(image_np.transpose(2, 0, 1)))
+        pixels = pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels.float()
+        image = tv_tensors.Image(pixels)
+        mask = tv_tensors.Mask(torch.from_numpy(labels_np.astype(np.int64))[None])
+        if self.transform is not None:
+            torch_seed = int(self._rng(index, 1).integers(2**62))
+            with torch.random.fork_rng(devices=[]):  # keep the caller's global RNG untouched
+                torch.manual_seed(torch_seed)
+                image, mask = self.transform(image, mask)
+        if self.context:
+            m = self.context
+            image = tv_tensors.Image(image[..., m:-m, m:-m])
+            mask = tv_tensors.Mask(mask[..., m:-m, m:-m])
+        if self.target == "three_class":
+            classes = three_class_target(mask[0].numpy(), boundary_width=self.boundary_width)
+            mask = tv_tensors.Mask(torch.from_numpy(classes.astype(np.int64))[None])
+        return image, mask

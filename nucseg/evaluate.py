@@ -1,0 +1,157 @@
+"""Score folders of predicted label maps against ground truth, one row per image."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from nucseg.data.images import LABEL_SUFFIXES, read_label_map
+from nucseg.data.monuseg import discover, load_sample, organ_of
+from nucseg.errors import LayoutError
+from nucseg.metrics import score, summarize
+
+METRIC_COLUMNS = ("aji", "aji_plus", "pq", "dq", "sq", "f1", "dice")
+
+
+def _label_files(folder: Path) -> dict[str, Path]:
+    """Map stem -> label file for every label map directly inside a folder."""
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in LABEL_SUFFIXES or path.stem.endswith("_overlay"):
+            continue
+        if path.stem in files:
+            raise LayoutError(
+                f"{folder}: two label maps for {path.stem!r}: {files[path.stem].name}, {path.name}"
+            )
+        files[path.stem] = path
+    return files
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Ground-truth instance maps and organs, keyed by image id."""
+
+    instances: dict[str, np.ndarray]
+    organs: dict[str, str]
+
+
+def load_ground_truth(gt_dir: str | Path, split: str | None = None) -> GroundTruth:
+    """Read ground-truth instance maps (and organs) keyed by image id.
+
+    Args:
+        gt_dir: a MoNuSeg folder in any layout `discover` knows, or a plain folder of label maps
+            (organs then come from the TCGA code of each id, "unknown" otherwise).
+        split: "train" or "test" to keep one split of a MoNuSeg folder; None keeps all.
+    """
+    root = Path(gt_dir)
+    try:
+        files = discover(root, split=split)
+    except LayoutError:
+        labels = _label_files(root) if root.is_dir() else {}
+        if not labels:
+            raise
+        instances = {stem: read_label_map(path) for stem, path in labels.items()}
+        return GroundTruth(instances, {stem: organ_of(stem) for stem in instances})
+    progress = tqdm(files, desc="ground truth", unit="image", disable=len(files) < 5)
+    samples = [load_sample(f) for f in progress]
+    return GroundTruth(
+        {s.image_id: s.instances for s in samples}, {s.image_id: s.organ for s in samples}
+    )
+
+
+def evaluate_predictions(
+    ground_truth: Mapping[str, np.ndarray],
+    predictions: Mapping[str, np.ndarray],
+    organs: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """Score each prediction against its ground truth.
+
+    Every ground-truth image needs a prediction and every prediction a ground truth: a missing
+    one is an error, never a silently shorter table. `organs` maps image ids to organs
+    (default: from the TCGA code of each id).
+
+    Returns:
+        One row per image: image_id, organ, then every metric of `nucseg.metrics.ImageScores`.
+    """
+    missing = sorted(set(ground_truth) - set(predictions))
+    extra = sorted(set(predictions) - set(ground_truth))
+    if missing or extra:
+        raise LayoutError(
+            "predictions and ground truth differ: "
+            + (f"no prediction for {missing}; " if missing else "")
+            + (f"no ground truth for {extra}" if extra else "")
+        )
+    rows = []
+    for image_id in sorted(ground_truth):
+        scores = score(ground_truth[image_id], predictions[image_id])
+        organ = organs[image_id] if organs is not None else organ_of(image_id)
+        rows.append({"image_id": image_id, "organ": organ, **scores.as_dict()})
+    return pd.DataFrame(rows)
+
+
+def evaluate_folders(
+    gt_dir: str | Path, pred_dir: str | Path, split: str | None = None
+) -> pd.DataFrame:
+    """Score a folder of predicted label maps (`<image_id>.npy|.png|.tif`) against ground truth."""
+    truth = load_ground_truth(gt_dir, split)
+    return evaluate_predictions(truth.instances, load_predictions(pred_dir), truth.organs)
+
+
+def load_predictions(pred_dir: str | Path) -> dict[str, np.ndarray]:
+    """Read every label map `<image_id>.npy|.png|.tif` in a folder, keyed by image id."""
+    return {stem: read_label_map(path) for stem, path in _label_files(Path(pred_dir)).items()}
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """Render a score table and its mean row as fixed-width text."""
+    cols = ["image_id", "organ", *METRIC_COLUMNS]
+    shown = table[cols].copy()
+    mean = summarize(table)
+    shown.loc[len(shown)] = ["mean", "", *[mean[c] for c in METRIC_COLUMNS]]
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def save_method_scores(run_dir: str | Path, method: str, table: pd.DataFrame) -> Path:
+    """Write one method's per-image test scores to `RUN_DIR/metrics/<method>.csv`."""
+    path = Path(run_dir) / "metrics" / f"{method}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    return path
+
+
+def load_method_scores(run_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """Read every `RUN_DIR/metrics/<method>.csv`, keyed by method name (sorted)."""
+    folder = Path(run_dir) / "metrics"
+    if not folder.is_dir():
+        return {}
+    return {p.stem: pd.read_csv(p) for p in sorted(folder.glob("*.csv"))}
+
+
+def results_table(scores: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Mean of the per-image metrics for each method, one row per method."""
+    rows = []
+    for method, table in scores.items():
+        mean = summarize(table)
+        rows.append(
+            {"method": method, "images": len(table), **{c: mean[c] for c in METRIC_COLUMNS}}
+        )
+    return pd.DataFrame(rows, columns=["method", "images", *METRIC_COLUMNS])
+
+
+def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
+    """Render a DataFrame as a GitHub Markdown table (floats rounded to `digits`)."""
+
+    def cell(value: object) -> str:
+        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |"]
+    lines.append("|" + "|".join("---" for _ in table.columns) + "|")
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,48 @@
+"""Networks built by name, so checkpoints can store ``{"name", "kwargs"}`` and rebuild them.
+
+Later chapters add their networks to :data:`MODELS` (e.g. ``"resnet_generator"``, ``"patchgan"``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from nucseg.errors import NucsegError
+from nucseg.models.unet import UNet
+
+__all__ = ["MODELS", "UNet", "build_model"]
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"unet": UNet}
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered network.
+
+    The returned module carries ``model.build_spec = {"name": name, "kwargs": kwargs}``, which is
+    what :mod:`nucseg.checkpoint` stores to rebuild it.
+
+    Args:
+        name: A key of :data:`MODELS`.
+        **kwargs: Constructor arguments of that network (e.g. ``width=16, depth=4``).
+
+    Returns:
+        The network, freshly initialised, on the CPU.
+
+    Raises:
+        NucsegError: Unknown name, or arguments the network does not take.
+
+    """
+    if name not in MODELS:
+        raise NucsegError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    factory = MODELS[name]
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as err:
+        raise NucsegError(f"model {name!r}: bad arguments {sorted(kwargs)}: {err}") from None
+    model = factory(**kwargs)
+    model.build_spec = {"name": name, "kwargs": dict(kwargs)}
+    return model

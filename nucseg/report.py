@@ -1,0 +1,140 @@
+"""Run the report's notebooks headless with papermill, by profile, and collect their results.
+
+A profile is `params/<name>.yaml` with a `common` section and per-notebook sections keyed by the
+notebook's number ("01", "05", ...). Each notebook gets `common`, then its own section, then
+`profile`, `run_dir` and `figures_dir` as papermill parameters. Notebooks write their artefacts
+under the run folder, so later chapters read what earlier ones wrote.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from tqdm.auto import tqdm
+
+from nucseg.errors import NucsegError
+from nucseg.evaluate import load_method_scores, markdown_table, results_table
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PARAMS_DIR = REPO_ROOT / "params"
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+
+
+class NotebookFailed(NucsegError):
+    """A notebook raised while papermill executed it."""
+
+
+def load_profile(name: str, params_dir: Path | None = None) -> dict:
+    """Read `params/<name>.yaml`; raises NucsegError naming the known profiles if absent."""
+    params_dir = params_dir or PARAMS_DIR
+    path = params_dir / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in params_dir.glob("*.yaml"))
+        raise NucsegError(f"{path}: no such profile; known profiles: {known}")
+    profile = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(profile, dict) or "common" not in profile:
+        raise NucsegError(f"{path}: a profile needs a 'common' section")
+    return profile
+
+
+def notebook_parameters(profile: dict, notebook: Path) -> dict:
+    """Merge a profile's `common` section with the notebook's own section (keyed by its number)."""
+    number = notebook.name.split("_", 1)[0]
+    params = dict(profile.get("common") or {})
+    params.update((profile.get("notebooks") or {}).get(number) or {})
+    return params
+
+
+def find_notebooks(folder: Path = NOTEBOOKS_DIR, only: Sequence[str] | None = None) -> list[Path]:
+    """List the numbered notebooks `NN_*.ipynb` in order, optionally only some prefixes."""
+    notebooks = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        notebooks = [nb for nb in notebooks if nb.name.startswith(tuple(only))]
+    if not notebooks:
+        raise NucsegError(f"{folder}: no notebooks to run (looked for NN_*.ipynb, only={only})")
+    return notebooks
+
+
+def _resolve_data_dir(value: str | None) -> str | None:
+    """Profiles name data relative to the repository root; make such paths absolute."""
+    if value in (None, "", "demo"):
+        return None
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (REPO_ROOT / path).resolve())
+
+
+def run_notebook(notebook: Path, output: Path, parameters: dict) -> float:
+    """Execute one notebook with papermill; returns its wall time in seconds.
+
+    Raises:
+        NotebookFailed: naming the notebook, the failing cell and the error.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters=parameters,
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(notebook.parent),
+        )
+    except PapermillExecutionError as err:
+        first_line = (err.source or "").strip().splitlines()[:1]
+        raise NotebookFailed(
+            f"{notebook.name} failed in cell {err.cell_index} (execution count {err.exec_count}"
+            f"{', ' + repr(first_line[0]) if first_line else ''}): {err.ename}: {err.evalue}. "
+            f"Executed copy: {output}"
+        ) from None
+    return time.perf_counter() - start
+
+
+def run_report(
+    profile: str = "demo",
+    data: str | None = None,
+    out: str | Path | None = None,
+    only: Sequence[str] | None = None,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    figures_dir: str | Path | None = None,
+) -> Path:
+    """Run the notebooks in order and write executed copies, figures and a results table.
+
+    Args:
+        profile: name of a YAML profile in `params/`.
+        data: MoNuSeg folder overriding the profile's `data_dir`.
+        out: run folder (default `runs/<profile>`).
+        only: notebook name prefixes to run (default: all).
+        notebooks_dir: where the numbered notebooks are.
+        figures_dir: where figures go (default `<out>/figures`).
+
+    Returns:
+        The run folder. It holds `notebooks/`, `figures/`, `timings.csv`, `results.csv`
+        and `results.md`.
+    """
+    settings = load_profile(profile)
+    run_dir = Path(out or REPO_ROOT / "runs" / profile).resolve()
+    figures = Path(figures_dir or run_dir / "figures").resolve()
+    executed = run_dir / "notebooks"
+    for folder in (run_dir, figures, executed):
+        folder.mkdir(parents=True, exist_ok=True)
+    notebooks = find_notebooks(notebooks_dir, only)
+    timings = []
+    bar = tqdm(notebooks, desc=f"report ({profile})", unit="notebook")
+    for notebook in bar:
+        bar.set_postfix_str(notebook.name)
+        params = notebook_parameters(settings, notebook)
+        params["data_dir"] = _resolve_data_dir(data if data is not None else params.get("data_dir"))
+        params.update(profile=profile, run_dir=str(run_dir), figures_dir=str(figures))
+        seconds = run_notebook(notebook, executed / notebook.name, params)
+        timings.append(f"{notebook.name},{seconds:.1f}")
+    (run_dir / "timings.csv").write_text("notebook,seconds\n" + "\n".join(timings) + "\n")
+    table = results_table(load_method_scores(run_dir))
+    table.to_csv(run_dir / "results.csv", index=False)
+    (run_dir / "results.md").write_text(markdown_table(table) + "\n")
+    return run_dir

@@ -1,0 +1,111 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from nucseg import checkpoint as ckpt
+from nucseg.models import build_model
+from nucseg.postprocess import PostprocessParams
+
+
+def _checkpoint(seed=0, width=4):
+    torch.manual_seed(seed)
+    model = build_model("unet", width=width, depth=2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=10)
+    model(torch.rand(1, 3, 16, 16)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    return model, {
+        "format": ckpt.FORMAT,
+        "model": {"name": "unet", "kwargs": {"width": width, "depth": 2}},
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": 3,
+        "step": 12,
+        "rng": ckpt.capture_rng(),
+        "best": {"val_aji": 0.5, "epoch": 2},
+        "history": [{"epoch": 1, "loss": 1.0, "val_aji": None}],
+        "postprocess": ckpt.postprocess_to_dict(PostprocessParams(min_size=12)),
+        "meta": {"config": {"lr": 1e-3, "out_dir": "runs/x"}},
+    }
+
+
+def test_round_trip(tmp_path):
+    model, state = _checkpoint()
+    path = ckpt.save_checkpoint(state, tmp_path / "sub" / "last.pt")
+    loaded = ckpt.load_checkpoint(path)
+    assert loaded["epoch"] == 3 and loaded["step"] == 12 and loaded["history"] == state["history"]
+    assert loaded["scheduler"] == state["scheduler"]
+    for key, value in state["state_dict"].items():
+        assert torch.equal(loaded["state_dict"][key], value)
+    assert ckpt.postprocess_from(loaded) == PostprocessParams(min_size=12)
+    rebuilt, _ = ckpt.load_model(path)
+    x = torch.rand(1, 3, 20, 20)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model.eval()(x))
+    assert not rebuilt.training
+    assert list(tmp_path.joinpath("sub").iterdir()) == [path]  # no temp file left
+
+
+def test_rng_round_trip():
+    state = ckpt.capture_rng()
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.random(), np.random.rand(), torch.rand(1)
+    ckpt.restore_rng(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    _, old = _checkpoint(seed=0)
+    ckpt.save_checkpoint(old, path)
+    before = path.read_bytes()
+
+    def crash(obj, fh):
+        fh.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_checkpoint(_checkpoint(seed=1)[1], path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    assert ckpt.load_checkpoint(path)["epoch"] == 3
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ckpt.CheckpointError, match="no such checkpoint"):
+        ckpt.load_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ckpt.CheckpointError, match="junk.pt: cannot read"):
+        ckpt.load_checkpoint(junk)
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(ckpt.CheckpointError, match="not a nucseg checkpoint"):
+        ckpt.load_checkpoint(tmp_path / "foreign.pt")
+    _, state = _checkpoint()
+    state["model"]["kwargs"]["width"] = 8  # weights no longer fit
+    ckpt.save_checkpoint(state, tmp_path / "bad.pt")
+    with pytest.raises(ckpt.CheckpointError, match="cannot rebuild"):
+        ckpt.load_model(tmp_path / "bad.pt")
+
+
+def test_export_weights_half_precision(tmp_path):
+    model, state = _checkpoint()
+    source = ckpt.save_checkpoint(state, tmp_path / "best.pt")
+    out = ckpt.export_weights(source, tmp_path / "unet.pt")
+    exported = ckpt.load_checkpoint(out)
+    assert set(exported) == {"format", "model", "state_dict", "postprocess", "meta"}
+    assert all(v.dtype == torch.float16 for v in exported["state_dict"].values())
+    assert exported["meta"]["best"] == {"val_aji": 0.5, "epoch": 2}
+    assert out.stat().st_size < source.stat().st_size / 2
+    rebuilt, _ = ckpt.load_model(out)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(x), model.eval()(x), atol=5e-2)
+    with pytest.raises(ckpt.CheckpointError, match="MB"):
+        ckpt.export_weights(source, tmp_path / "tiny.pt", max_mb=0.001)
+    assert not (tmp_path / "tiny.pt").exists()

@@ -1,0 +1,208 @@
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from skimage.draw import disk
+from torch.utils.data import DataLoader
+from torchvision import tv_tensors
+
+from nucseg.data.augment import build_augmentation
+from nucseg.data.dataset import CropDataset, tile_positions
+from nucseg.data.targets import three_class_target
+from nucseg.errors import ShapeMismatchError
+
+try:
+    from nucseg.data.monuseg import Sample
+except ImportError:  # pragma: no cover - only while monuseg.py is being written
+
+    @dataclass(frozen=True, eq=False)
+    class Sample:
+        image_id: str
+        image: np.ndarray
+        instances: np.ndarray
+        organ: str
+        split: str
+
+
+def make_sample(image_id, shape, n, seed):
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.int32)
+    for i in range(1, n + 1):
+        centre = tuple(int(rng.integers(0, s)) for s in shape)
+        rr, cc = disk(centre, int(rng.integers(5, 10)), shape=shape)
+        labels[rr, cc] = i
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    return Sample(image_id, image, labels, "demo", "train")
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return [make_sample("a", (300, 340), 60, 0), make_sample("b", (90, 70), 8, 1)]
+
+
+def coverage(height, width, positions, crop):
+    counts = np.zeros((height, width), int)
+    for y, x in positions:
+        counts[y : y + crop, x : x + crop] += 1
+    return counts
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "crop", "stride"),
+    [(1000, 1000, 256, 192), (300, 340, 64, 64), (256, 257, 256, 128), (50, 80, 64, 32)],
+)
+def test_tile_positions_cover_every_pixel_and_end_flush(height, width, crop, stride):
+    positions = tile_positions(height, width, crop, stride)
+    padded_h, padded_w = max(height, crop), max(width, crop)
+    counts = coverage(padded_h, padded_w, positions, crop)
+    assert counts.min() >= 1 and counts.shape == (padded_h, padded_w)
+    assert max(y for y, _ in positions) == padded_h - crop
+    assert max(x for _, x in positions) == padded_w - crop
+    assert len(set(positions)) == len(positions)
+
+
+def test_tile_positions_rejects_bad_stride():
+    with pytest.raises(ValueError, match="stride"):
+        tile_positions(100, 100, 32, 40)
+
+
+def test_tiled_dataset_covers_images_and_returns_tv_tensors(samples):
+    ds = CropDataset(samples, crop_size=64, mode="tiled", stride=48)
+    assert len(ds) == len(ds.tiles)
+    for index, sample in enumerate(samples):
+        positions = [(y, x) for i, y, x in ds.tiles if i == index]
+        h, w = sample.instances.shape
+        assert coverage(max(h, 64), max(w, 64), positions, 64).min() >= 1
+    image, mask = ds[0]
+    assert isinstance(image, tv_tensors.Image) and isinstance(mask, tv_tensors.Mask)
+    assert image.dtype == torch.float32 and image.shape == (3, 64, 64)
+    assert mask.dtype == torch.int64 and mask.shape == (1, 64, 64)
+    sample_index, y, x = ds.position(5)
+    image, mask = ds[5]
+    crop = samples[sample_index].image[y : y + 64, x : x + 64]
+    np.testing.assert_allclose(image.numpy().transpose(1, 2, 0), crop / 255.0, atol=1e-6)
+    np.testing.assert_array_equal(
+        mask[0].numpy(), samples[sample_index].instances[y : y + 64, x : x + 64]
+    )
+
+
+def test_small_images_are_padded_reflect_for_image_and_zero_for_mask(samples):
+    ds = CropDataset(samples[1:], crop_size=128, mode="tiled")
+    assert ds.tiles == [(0, 0, 0)]
+    image, mask = ds[0]
+    small = samples[1]
+    assert image.shape == (3, 128, 128)
+    expected = np.pad(small.image, ((0, 38), (0, 58), (0, 0)), mode="reflect") / 255.0
+    np.testing.assert_allclose(image.numpy().transpose(1, 2, 0), expected, atol=1e-6)
+    assert (mask[0, 90:] == 0).all() and (mask[0, :, 70:] == 0).all()
+    np.testing.assert_array_equal(mask[0, :90, :70].numpy(), small.instances)
+
+
+def test_random_crops_are_deterministic_per_seed_and_epoch(samples):
+    ds = CropDataset(samples, crop_size=64, crops_per_epoch=12, seed=3)
+    assert len(ds) == 12
+    first = [ds.position(i) for i in range(12)]
+    assert [ds.position(i) for i in range(12)] == first
+    assert [p[0] for p in first] == [i % 2 for i in range(12)]
+    assert torch.equal(
+        ds[4][1], CropDataset(samples, crop_size=64, seed=3, crops_per_epoch=12)[4][1]
+    )
+    ds.set_epoch(1)
+    assert ds.epoch == 1 and [ds.position(i) for i in range(12)] != first
+    ds.set_epoch(0)
+    assert [ds.position(i) for i in range(12)] == first
+    other = CropDataset(samples, crop_size=64, crops_per_epoch=12, seed=4)
+    assert [other.position(i) for i in range(12)] != first
+    for sample_index, y, x in first:
+        h, w = samples[sample_index].instances.shape
+        assert 0 <= y <= h - 64 and 0 <= x <= w - 64
+    with pytest.raises(IndexError):
+        ds.position(12)
+
+
+def test_default_crops_per_epoch_covers_data_about_once(samples):
+    ds = CropDataset(samples, crop_size=64)
+    mean_area = (300 * 340 + 90 * 70) / 2
+    assert len(ds) == 2 * int(np.ceil(mean_area / 64**2))
+
+
+def test_augmentation_is_reproducible_and_leaves_global_rng_alone(samples):
+    augment = build_augmentation()
+    ds = CropDataset(samples, crop_size=64, crops_per_epoch=6, transform=augment, seed=1)
+    state = torch.random.get_rng_state()
+    a, b = ds[2], ds[2]
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert a[0].min() >= 0 and a[0].max() <= 1
+    ids = set(np.unique(samples[0].instances).tolist())
+    assert set(torch.unique(a[1]).tolist()) <= ids
+
+
+def test_three_class_target_is_derived_after_augmentation(samples):
+    kwargs = dict(crop_size=64, crops_per_epoch=6, transform=build_augmentation(), seed=2)
+    instances = CropDataset(samples, **kwargs)
+    classes = CropDataset(samples, target="three_class", boundary_width=2, **kwargs)
+    for i in range(len(classes)):
+        image, mask = classes[i]
+        assert mask.dtype == torch.int64 and set(torch.unique(mask).tolist()) <= {0, 1, 2}
+        expected = three_class_target(instances[i][1][0].numpy(), boundary_width=2)
+        np.testing.assert_array_equal(mask[0].numpy(), expected)
+        assert torch.equal(image, instances[i][0])
+
+
+def test_dataloader_with_workers_matches_direct_indexing_across_epochs(samples):
+    ds = CropDataset(samples, crop_size=32, crops_per_epoch=8, transform=build_augmentation())
+    loader = DataLoader(ds, batch_size=4, num_workers=2, persistent_workers=True)
+    for epoch in (0, 1):
+        ds.set_epoch(epoch)
+        images = torch.cat([batch[0] for batch in loader])
+        masks = torch.cat([batch[1] for batch in loader])
+        assert torch.equal(images, torch.stack([ds[i][0] for i in range(8)]))
+        assert torch.equal(masks, torch.stack([ds[i][1] for i in range(8)]))
+        if epoch == 0:
+            first = images
+    assert not torch.equal(images, first)  # persistent workers saw set_epoch(1)
+
+
+def test_bad_inputs_raise_clear_errors(samples):
+    bad = Sample("broken", np.zeros((10, 12, 3), np.uint8), np.zeros((10, 11), np.int32), "x", "t")
+    with pytest.raises(ShapeMismatchError, match="broken"):
+        CropDataset([bad])
+    with pytest.raises(ValueError, match="mode"):
+        CropDataset(samples, mode="sliding")
+    with pytest.raises(ValueError, match="target"):
+        CropDataset(samples, target="boundary")
+    with pytest.raises(ValueError, match="at least one"):
+        CropDataset([])
+    gray = Sample("gray", np.zeros((10, 12), np.uint8), np.zeros((10, 12), np.int32), "x", "t")
+    with pytest.raises(ValueError, match="gray"):
+        CropDataset([gray])
+
+
+def test_context_margin_is_cut_after_transform():
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(0)
+    sample = SimpleNamespace(
+        image_id="ctx",
+        image=rng.integers(0, 255, (80, 90, 3), dtype=np.uint8),
+        instances=rng.integers(0, 5, (80, 90)).astype(np.int32),
+    )
+    plain = CropDataset([sample], crop_size=32, crops_per_epoch=6, seed=3)
+    seen = []
+
+    def spy(image, mask):
+        seen.append(tuple(image.shape[-2:]))
+        return image, mask
+
+    padded = CropDataset(
+        [sample], crop_size=32, crops_per_epoch=6, seed=3, context=8, transform=spy
+    )
+    for i in range(6):
+        (a_img, a_mask), (b_img, b_mask) = plain[i], padded[i]
+        assert torch.equal(a_img, b_img) and torch.equal(a_mask, b_mask)
+        assert isinstance(b_img, tv_tensors.Image) and isinstance(b_mask, tv_tensors.Mask)
+    assert set(seen) == {(48, 48)}
+    with pytest.raises(ValueError, match="context"):
+        CropDataset([sample], crop_size=32, context=-1)

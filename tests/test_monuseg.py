@@ -1,0 +1,452 @@
+"""Tests of nucseg.data.monuseg and nucseg.data.organs with fixtures built under tmp_path."""
+
+import time
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+from skimage.draw import polygon as sk_polygon
+from skimage.measure import points_in_poly
+
+from nucseg.data.images import write_label_map
+from nucseg.data.monuseg import (
+    Sample,
+    SampleFiles,
+    XmlStats,
+    discover,
+    load_sample,
+    load_split,
+    organ_of,
+    rasterise_polygons,
+    read_xml_regions,
+    split_by_organ,
+    xml_to_instances,
+)
+from nucseg.data.organs import TSS_ORGANS, read_organs_csv
+from nucseg.errors import AnnotationError, ImageReadError, LayoutError, ShapeMismatchError
+
+# image_id, split, organ of all 44 MoNuSeg 2018 images (facts from the dataset's organs.csv)
+MONUSEG_ORGANS = """
+TCGA-18-5592-01Z-00-DX1 train liver;TCGA-21-5784-01Z-00-DX1 train liver
+TCGA-21-5786-01Z-00-DX1 train liver;TCGA-2Z-A9J9-01A-01-TS1 test kidney
+TCGA-38-6178-01Z-00-DX1 train liver;TCGA-44-2665-01B-06-BS6 test lung
+TCGA-49-4488-01Z-00-DX1 train liver;TCGA-50-5931-01Z-00-DX1 train liver
+TCGA-69-7764-01A-01-TS1 test lung;TCGA-A6-6782-01A-01-BS1 test colon
+TCGA-A7-A13E-01Z-00-DX1 train breast;TCGA-A7-A13F-01Z-00-DX1 train breast
+TCGA-AC-A2FO-01A-01-TS1 test breast;TCGA-AO-A0J2-01A-01-BSA test breast
+TCGA-AR-A1AK-01Z-00-DX1 train breast;TCGA-AR-A1AS-01Z-00-DX1 train breast
+TCGA-AY-A8YK-01A-01-TS1 train colon;TCGA-B0-5698-01Z-00-DX1 train kidney
+TCGA-B0-5710-01Z-00-DX1 train kidney;TCGA-B0-5711-01Z-00-DX1 train kidney
+TCGA-CH-5767-01Z-00-DX1 train prostate;TCGA-CU-A0YN-01A-02-BSB test bladder
+TCGA-DK-A2I6-01A-01-TS1 train bladder;TCGA-E2-A14V-01Z-00-DX1 train breast
+TCGA-E2-A1B5-01Z-00-DX1 train breast;TCGA-EJ-A46H-01A-03-TSC test prostate
+TCGA-FG-A4MU-01B-01-TS1 test brain;TCGA-G2-A2EK-01A-02-TSB train bladder
+TCGA-G9-6336-01Z-00-DX1 train prostate;TCGA-G9-6348-01Z-00-DX1 train prostate
+TCGA-G9-6356-01Z-00-DX1 train prostate;TCGA-G9-6362-01Z-00-DX1 train prostate
+TCGA-G9-6363-01Z-00-DX1 train prostate;TCGA-GL-6846-01A-01-BS1 test kidney
+TCGA-HC-7209-01A-01-TS1 test prostate;TCGA-HE-7128-01Z-00-DX1 train kidney
+TCGA-HE-7129-01Z-00-DX1 train kidney;TCGA-HE-7130-01Z-00-DX1 train kidney
+TCGA-HT-8564-01Z-00-DX1 test brain;TCGA-IZ-8196-01A-01-BS1 test kidney
+TCGA-KB-A93J-01A-01-TS1 train stomach;TCGA-NH-A8F7-01A-01-TS1 train colon
+TCGA-RD-A8N9-01A-01-TS1 train stomach;TCGA-ZF-A9R5-01A-01-TS1 test bladder
+"""
+ORGAN_ROWS = [tuple(e.split()) for e in MONUSEG_ORGANS.replace("\n", ";").split(";") if e]
+
+
+def xml_text(polygons, quote='"', y_first=False):
+    """ImageScope-style XML with one Region per polygon of (x, y) vertices."""
+    q = quote
+    regions = []
+    for k, poly in enumerate(polygons):
+        verts = "".join(
+            f"<Vertex Y={q}{y}{q} X={q}{x}{q} Z={q}0{q}/>\n"
+            if y_first
+            else f"<Vertex X={q}{x}{q} Y={q}{y}{q} Z={q}0{q}/>\n"
+            for x, y in poly
+        )
+        regions.append(
+            f'<Region Id="{k + 1}" Type="0"><Attributes/><Vertices>\n{verts}</Vertices></Region>'
+        )
+    return (
+        '<Annotations MicronsPerPixel="0.25"><Annotation Id="1"><Regions>'
+        '<RegionAttributeHeaders><AttributeHeader Id="9999"/></RegionAttributeHeaders>\n'
+        + "\n".join(regions)
+        + "</Regions></Annotation></Annotations>"
+    )
+
+
+def write_xml(path, polygons, **kw):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(xml_text(polygons, **kw))
+    return path
+
+
+def raster(polygons, shape):
+    labels, _ = rasterise_polygons([np.asarray(p, float) for p in polygons], shape)
+    return labels
+
+
+def square(lo, hi):
+    return [(lo, lo), (hi, lo), (hi, hi), (lo, hi)]
+
+
+# --- rasterisation semantics (MATLAB poly2mask on 1-based vertices, shifted to 0-based) ---
+
+
+def test_documented_poly2mask_square():
+    # MATLAB docs: poly2mask([4 10 10 4], [4 4 10 10], 12, 12) covers rows/cols 5..10
+    # (1-based); vertices on pixel centres snap +0.1 so row/col 4 is left out. 0-based: 4..9.
+    expected = np.zeros((12, 12), np.int32)
+    expected[4:10, 4:10] = 1
+    np.testing.assert_array_equal(raster([square(4, 10)], (12, 12)), expected)
+    # edges on pixel borders (3.5, 10.5) cover 1-based 4..10 exactly, i.e. 0-based 3..9
+    expected[3:10, 3:10] = 1
+    np.testing.assert_array_equal(raster([square(3.5, 10.5)], (12, 12)), expected)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_hand_derived_triangle(reverse):
+    # Vertices (1,1), (5,1), (1,5) snap to (1.1,1.1), (5.1,1.1), (1.1,5.1): the hypotenuse
+    # x + y = 6.2 runs along subpixel corners, and centres (c, r) with c, r >= 2 and
+    # c + r <= 6 are inside (1-based). Shifted to 0-based: c, r >= 1 and c + r <= 4.
+    tri = [(1, 1), (5, 1), (1, 5)]
+    expected = np.zeros((6, 6), np.int32)
+    for r, c in [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (3, 1)]:
+        expected[r, c] = 1
+    np.testing.assert_array_equal(raster([tri[::-1] if reverse else tri], (6, 6)), expected)
+
+
+def test_subtract_one_convention():
+    # a 1-based pixel-aligned box [0.5, 3.5] is MATLAB's pixels 1..3 = our 0..2, not 1..3
+    labels = raster([square(0.5, 3.5)], (6, 6))
+    assert labels[:3, :3].all() and labels.sum() == 9
+
+
+def test_clipping_at_borders():
+    expected = np.zeros((10, 10), np.int32)
+    expected[:3, :3] = 1  # sticks out above/left
+    np.testing.assert_array_equal(raster([square(-5.5, 3.5)], (10, 10)), expected)
+    expected[:] = 0
+    expected[7:, 7:] = 1  # sticks out below/right
+    np.testing.assert_array_equal(raster([square(7.5, 20.5)], (10, 10)), expected)
+
+
+def _dist_to_outline(px, py, xs, ys):
+    ax, ay = xs, ys
+    bx, by = np.roll(xs, -1), np.roll(ys, -1)
+    dx, dy = bx - ax, by - ay
+    t = ((px[:, None] - ax) * dx + (py[:, None] - ay) * dy) / (dx * dx + dy * dy)
+    t = np.clip(t, 0, 1)
+    return np.hypot(px[:, None] - ax - t * dx, py[:, None] - ay - t * dy).min(1)
+
+
+def test_pixel_centre_rule_on_random_polygons():
+    # Every pixel whose centre lies clearly inside/outside the polygon (more than 0.3 px
+    # from its outline, i.e. beyond poly2mask's subpixel snapping) follows the centre rule;
+    # skimage.draw.polygon (exact centre test) agrees except for a thin boundary band.
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        n = rng.integers(5, 40)
+        theta = np.sort(rng.uniform(0, 2 * np.pi, n))
+        radius = rng.uniform(3, 9, n)
+        xs, ys = 12 + radius * np.cos(theta), 12 + radius * np.sin(theta)  # 1-based
+        labels = raster([np.c_[xs, ys]], (24, 24)) > 0
+        rr, cc = np.mgrid[:24, :24]
+        px, py = cc.ravel() + 1.0, rr.ravel() + 1.0
+        inside = points_in_poly(np.c_[px, py], np.c_[xs, ys])
+        clear = _dist_to_outline(px, py, xs, ys) > 0.3
+        np.testing.assert_array_equal(labels.ravel()[clear], inside[clear])
+        sk = np.zeros((24, 24), bool)
+        sk[sk_polygon(ys - 1, xs - 1, (24, 24))] = True
+        assert (sk != labels).sum() <= 0.08 * max(sk.sum(), 1) + 2
+
+
+def test_overlap_later_region_wins_and_hidden(tmp_path):
+    path = write_xml(tmp_path / "o.xml", [square(2, 8), square(5, 7), square(4.5, 12)])
+    labels, stats = xml_to_instances(path, (16, 16, 3))
+    assert labels.dtype == np.int32 and labels.shape == (16, 16)
+    assert stats == XmlStats(n_regions=3, n_kept=3, n_degenerate=0, n_hidden=1)
+    assert set(np.unique(labels)) == {0, 1, 3}  # region 2 lies fully under region 3
+    assert labels[5, 5] == 3 and labels[2, 2] == 1
+
+
+def test_degenerate_regions_skipped_and_counted(tmp_path):
+    polys = [
+        square(2, 6),  # kept -> id 1
+        [(1, 1), (5, 5)],  # two vertices
+        [(1, 1), (3, 3), (6, 6)],  # collinear: zero area
+        [],  # no vertices at all
+        square(-40, -30),  # entirely outside (above/left)
+        square(100, 120),  # entirely outside (below/right)
+        [(10.2, 10.2), (10.4, 10.2), (10.3, 10.4)],  # covers no pixel centre
+        [(8.5, 8.5), (12.5, 8.5), (12.5, 12.5), (8.5, 12.5), (8.5, 8.5)],  # closed: kept -> id 2
+    ]
+    path = write_xml(tmp_path / "d.xml", polys)
+    labels, stats = xml_to_instances(path, (16, 16))
+    assert stats == XmlStats(n_regions=8, n_kept=2, n_degenerate=6, n_hidden=0)
+    assert set(np.unique(labels)) == {0, 1, 2}
+    assert (labels == 2).sum() == 16
+
+
+def test_float_coordinates_and_formats_agree(tmp_path):
+    rng = np.random.default_rng(3)
+    polys = [np.round(rng.uniform(1, 30, (12, 2)), 4) for _ in range(6)]
+    polys = [
+        p[np.argsort(np.arctan2(p[:, 1] - p[:, 1].mean(), p[:, 0] - p[:, 0].mean()))] for p in polys
+    ]
+    fast, _ = xml_to_instances(write_xml(tmp_path / "a.xml", polys), (32, 32))
+    tree1, _ = xml_to_instances(write_xml(tmp_path / "b.xml", polys, quote="'"), (32, 32))
+    tree2, _ = xml_to_instances(write_xml(tmp_path / "c.xml", polys, y_first=True), (32, 32))
+    np.testing.assert_array_equal(fast, tree1)
+    np.testing.assert_array_equal(fast, tree2)
+    regions = read_xml_regions(tmp_path / "a.xml")
+    assert len(regions) == 6 and np.allclose(regions[0], polys[0])
+
+
+def test_empty_annotation_is_valid(tmp_path):
+    path = tmp_path / "e.xml"
+    path.write_text("<Annotations><Annotation Id='1'><Regions/></Annotation></Annotations>")
+    labels, stats = xml_to_instances(path, (5, 6))
+    assert labels.shape == (5, 6) and not labels.any()
+    assert stats == XmlStats(0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "this is not xml",
+        xml_text([square(2, 6)])[:-40],  # truncated download
+        "<Annotations><Region><Vertices><Vertex X='abc' Y='1'/></Vertices></Region></Annotations>",
+        "<Annotations><Region><Vertices><Vertex X='1'/></Vertices></Region></Annotations>",
+        "<Annotations><Region><Vertices><Vertex X='nan' Y='1'/></Vertices></Region></Annotations>",
+        "<svg><path d='M 0 0'/></svg>",
+    ],
+)
+def test_malformed_xml_names_file(tmp_path, text):
+    path = tmp_path / "bad_annotation.xml"
+    path.write_text(text)
+    with pytest.raises(AnnotationError) as info:
+        xml_to_instances(path, (8, 8))
+    assert str(path) in str(info.value)
+
+
+def test_missing_xml(tmp_path):
+    with pytest.raises(AnnotationError, match="no such"):
+        xml_to_instances(tmp_path / "nope.xml", (8, 8))
+
+
+def test_xml_speed_on_monuseg_sized_image(tmp_path):
+    # 900 nuclei, ~90k vertices on a 0.2 px grid: the largest MoNuSeg XML has 90k vertices
+    rng = np.random.default_rng(0)
+    polys = []
+    for _ in range(900):
+        cx, cy, r = rng.uniform(10, 990), rng.uniform(10, 990), rng.uniform(4, 12)
+        theta = np.linspace(0, 2 * np.pi, int(2 * np.pi * r / 0.5), endpoint=False)
+        polys.append(np.round(np.c_[cx + r * np.cos(theta), cy + r * np.sin(theta)] * 5) / 5)
+    path = write_xml(tmp_path / "big.xml", polys)
+    best = np.inf
+    for _ in range(2):
+        start = time.process_time()
+        labels, stats = xml_to_instances(path, (1000, 1000))
+        best = min(best, time.process_time() - start)
+    assert stats.n_kept == 900 and sum(map(len, polys)) > 80_000
+    assert best < 0.5, f"xml_to_instances took {best:.2f} s CPU"
+
+
+# --- layouts -------------------------------------------------------------------------------
+
+IDS = ["TCGA-A7-A13E-01Z-00-DX1", "TCGA-B0-5698-01Z-00-DX1", "TCGA-G9-6336-01Z-00-DX1"]
+
+
+def tiny_tiff(path, compression="lzw", shape=(16, 16)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rgb = np.random.default_rng(len(path.name)).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    tifffile.imwrite(path, rgb, photometric="rgb", compression=compression)
+    return path
+
+
+def tiny_labels(path, shape=(16, 16)):
+    labels = np.zeros(shape, np.int32)
+    labels[2:6, 2:6] = 1
+    labels[8:12, 9:14] = 2
+    return write_label_map(path, labels)
+
+
+def build_shared(root):
+    """Layout (a): train with XML + labels, test with XML, and an organs.csv."""
+    tiny_tiff(root / "train/images" / f"{IDS[0]}.tif")
+    write_xml(root / "train/annotations" / f"{IDS[0]}.xml", [square(3, 9)])
+    tiny_tiff(root / "train/images" / f"{IDS[1]}.tif", "packbits")
+    tiny_labels(root / "train/labels" / f"{IDS[1]}.png")
+    write_xml(root / "train/annotations" / f"{IDS[1]}.xml", [square(3, 9)])  # labels win
+    tiny_tiff(root / "test/images" / f"{IDS[2]}.tif", "packbits")
+    write_xml(root / "test/annotations" / f"{IDS[2]}.xml", [square(3, 9), square(10, 14)])
+    (root / "organs.csv").write_text(f"image_id,split,organ\n{IDS[0]},train,custom-organ\n")
+    return root
+
+
+def test_discover_shared_layout(tmp_path):
+    root = build_shared(tmp_path / "monuseg")
+    files = discover(root)
+    assert [f.image_id for f in files] == IDS
+    assert [f.split for f in files] == ["train", "train", "test"]
+    assert files[0].annotation.name.endswith(".xml") and files[0].labels is None
+    assert files[1].labels.name.endswith(".png") and files[1].annotation is None
+    assert files[0].organ == "custom-organ" and files[1].organ is None
+    assert [f.image_id for f in discover(root, "test")] == [IDS[2]]
+    bare = discover(root / "train")  # a split folder given directly
+    assert [f.split for f in bare] == ["train", "train"] and bare[0].organ == "custom-organ"
+    samples = load_split(root, "train")
+    assert [s.organ for s in samples] == ["custom-organ", "kidney"]
+    assert samples[1].instances.max() == 2 and samples[0].instances.dtype == np.int32
+    test = load_sample(discover(root, "test")[0])
+    assert isinstance(test, Sample) and test.organ == "prostate" and test.split == "test"
+    assert test.image.shape == (16, 16, 3) and set(np.unique(test.instances)) == {0, 1, 2}
+
+
+def test_discover_official_zips(tmp_path):
+    train = tmp_path / "MoNuSeg 2018 Training Data"
+    tiny_tiff(train / "Tissue Images" / f"{IDS[0]}.tif")
+    write_xml(train / "Annotations" / f"{IDS[0]}.xml", [square(3, 9)])
+    test = tmp_path / "MoNuSegTestData"
+    tiny_tiff(test / f"{IDS[2]}.tif", "packbits")
+    write_xml(test / f"{IDS[2]}.xml", [square(3, 9)])
+    (tmp_path / "__MACOSX").mkdir()  # zip debris is ignored
+    (test / "._junk.tif").write_bytes(b"\x00")
+    (test / ".DS_Store").write_bytes(b"\x00")
+    both = discover(tmp_path)
+    assert [(f.image_id, f.split) for f in both] == [(IDS[0], "train"), (IDS[2], "test")]
+    assert [f.split for f in discover(train)] == ["train"]
+    only_test = discover(test)
+    assert [f.split for f in only_test] == ["test"] and only_test[0].annotation.parent == test
+    sample = load_sample(only_test[0])
+    assert sample.organ == "prostate" and sample.instances.max() == 1
+
+
+def test_image_without_annotation_and_reverse(tmp_path):
+    root = build_shared(tmp_path / "a")
+    tiny_tiff(root / "test/images/TCGA-XX-0000-lonely.tif")
+    with pytest.raises(LayoutError, match="TCGA-XX-0000-lonely.tif"):
+        discover(root)
+    root = build_shared(tmp_path / "b")
+    write_xml(root / "test/annotations/orphan.xml", [square(2, 5)])
+    with pytest.raises(LayoutError, match="orphan.xml"):
+        discover(root)
+    root = build_shared(tmp_path / "c")
+    tiny_labels(root / "train/labels/orphan.npy")
+    with pytest.raises(LayoutError, match="orphan.npy"):
+        discover(root)
+
+
+def test_layout_errors(tmp_path):
+    with pytest.raises(LayoutError, match="does not exist"):
+        discover(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty/readme.txt").write_text("hi")
+    with pytest.raises(LayoutError, match="looked for"):
+        discover(tmp_path / "empty")
+    root = build_shared(tmp_path / "dup")
+    tiny_tiff(root / "test/images" / f"{IDS[2]}.png".replace(".png", ".tiff"))
+    with pytest.raises(LayoutError, match="two images"):
+        discover(root)
+    root = build_shared(tmp_path / "nosplit")
+    with pytest.raises(LayoutError, match="validation"):
+        discover(root, "validation")
+    # the same id twice in one split (official zip and shared layout side by side)
+    root = build_shared(tmp_path / "twice")
+    tiny_tiff(root / "MoNuSegTestData" / f"{IDS[2]}.tif")
+    write_xml(root / "MoNuSegTestData" / f"{IDS[2]}.xml", [square(3, 9)])
+    with pytest.raises(LayoutError, match="found twice"):
+        discover(root)
+
+
+def test_load_sample_errors(tmp_path):
+    root = build_shared(tmp_path / "m")
+    tiny_labels(root / "train/labels" / f"{IDS[1]}.png", shape=(16, 15))
+    files = discover(root, "train")
+    with pytest.raises(ShapeMismatchError) as info:
+        load_sample(files[1])
+    assert f"{IDS[1]}.png" in str(info.value) and f"{IDS[1]}.tif" in str(info.value)
+    (root / "train/images" / f"{IDS[0]}.tif").write_bytes(b"II*\x00 corrupt")
+    with pytest.raises(ImageReadError, match=IDS[0]):
+        load_sample(files[0])
+    (root / "test/annotations" / f"{IDS[2]}.xml").write_text("<Annotations><Region>")
+    with pytest.raises(AnnotationError, match=IDS[2]):
+        load_sample(discover(root, "test")[0])
+    with pytest.raises(LayoutError):
+        load_sample(SampleFiles("x", files[0].image, None, None, "train"))
+
+
+def test_png_rgba_images_in_layout(tmp_path):
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., 3] = 255
+    (tmp_path / "train/images").mkdir(parents=True)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "train/images/DEMO-a-000.png")
+    tiny_labels(tmp_path / "train/labels/DEMO-a-000.tif")
+    sample = load_split(tmp_path, "train")[0]
+    assert sample.image.shape == (16, 16, 3) and sample.organ == "unknown"
+
+
+# --- organs --------------------------------------------------------------------------------
+
+
+def test_every_monuseg_id_has_its_organ():
+    assert len(ORGAN_ROWS) == 44
+    for image_id, _, organ in ORGAN_ROWS:
+        assert organ_of(image_id) == organ, image_id
+    assert set(TSS_ORGANS.values()) == {o for _, _, o in ORGAN_ROWS}
+
+
+def test_organ_counts_per_split():
+    def counts(split):
+        out = {}
+        for _, s, organ in ORGAN_ROWS:
+            if s == split:
+                out[organ] = out.get(organ, 0) + 1
+        return out
+
+    assert counts("train") == {
+        "breast": 6, "kidney": 6, "liver": 6, "prostate": 6, "bladder": 2, "colon": 2, "stomach": 2
+    }  # fmt: skip
+    assert counts("test") == {
+        "kidney": 3, "breast": 2, "lung": 2, "prostate": 2, "bladder": 2, "brain": 2, "colon": 1
+    }  # fmt: skip
+
+
+def test_organ_of_unknown_and_table(tmp_path):
+    assert organ_of("TCGA-ZZ-0000") == "unknown"
+    assert organ_of("DEMO-demo-a-001") == "unknown"
+    assert organ_of("") == "unknown"
+    assert organ_of("tcga-a7-x") == "breast"
+    assert organ_of("TCGA-A7-x", {"TCGA-A7-x": "other"}) == "other"
+    csv = tmp_path / "organs.csv"
+    csv.write_text("image_id,split,organ\nA,train,x\nB,test,y\n")
+    assert read_organs_csv(csv) == {"A": "x", "B": "y"}
+    csv.write_text("name,tissue\nA,x\n")
+    with pytest.raises(LayoutError, match="image_id"):
+        read_organs_csv(csv)
+
+
+def test_split_by_organ():
+    ids = [r[0] for r in ORGAN_ROWS if r[1] == "train"]
+    organs = [organ_of(i) for i in ids]
+    train, val = split_by_organ(ids, organs, 0.2, seed=0)
+    assert sorted(train + val) == sorted(ids) and not set(train) & set(val)
+    for organ in set(organs):  # every organ (all have >= 2 images) on both sides
+        assert any(organ_of(i) == organ for i in val) and any(organ_of(i) == organ for i in train)
+    assert len(val) == 3 * 1 + 4 * 1  # round(6 * 0.2) = 1, round(2 * 0.2) = 0 -> 1
+    assert split_by_organ(ids, organs, 0.2, seed=0) == (train, val)
+    rev = split_by_organ(ids[::-1], organs[::-1], 0.2, seed=0)
+    assert rev == (train, val)  # independent of input order
+    seeds = {tuple(split_by_organ(ids, organs, 0.2, seed=s)[1]) for s in range(6)}
+    assert len(seeds) > 1
+    assert split_by_organ(ids, organs, 0.0, seed=0) == (sorted(ids), [])
+    train, val = split_by_organ(["a", "b", "c"], ["x", "x", "y"], 0.5, seed=0)
+    assert len(val) == 1 and "c" in train  # single-image organ stays in training
+    _, val = split_by_organ(ids, organs, 0.5, seed=1)
+    assert len(val) == 4 * 3 + 3 * 1  # halves round up, but each organ keeps a train image
+    for bad in [(ids, organs[:-1], 0.2), (["a", "a"], ["x", "x"], 0.2), (ids, organs, 1.0)]:
+        with pytest.raises(ValueError):
+            split_by_organ(*bad, seed=0)

@@ -1,0 +1,77 @@
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from nucseg import report
+from nucseg.errors import NucsegError
+
+
+def _notebook(path, *sources):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("run_dir = None\nprofile = None\nvalue = 0")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params] + [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    params = tmp_path / "params"
+    params.mkdir()
+    profile = {"common": {"data_dir": None, "value": 1}, "notebooks": {"02": {"value": 7}}}
+    (params / "tiny.yaml").write_text(yaml.safe_dump(profile))
+    monkeypatch.setattr(report, "PARAMS_DIR", params)
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    return tmp_path, notebooks
+
+
+def test_profiles_merge_common_and_notebook_section(project, tmp_path):
+    settings = report.load_profile("tiny", tmp_path / "params")
+    assert report.notebook_parameters(settings, tmp_path / "02_x.ipynb")["value"] == 7
+    assert report.notebook_parameters(settings, tmp_path / "01_x.ipynb")["value"] == 1
+    with pytest.raises(NucsegError, match="no such profile.*tiny"):
+        report.load_profile("nope", tmp_path / "params")
+
+
+def test_report_runs_in_order_and_collects_results(project):
+    root, notebooks = project
+    write_scores = (
+        "import pandas as pd\nfrom nucseg.evaluate import save_method_scores\n"
+        "save_method_scores(run_dir, 'm', pd.DataFrame({'image_id': ['a'], 'aji': [value / 10],"
+        " 'aji_plus': [0.5], 'pq': [0.5], 'dq': [0.5], 'sq': [0.5], 'f1': [0.5], 'dice': [0.5]}))"
+    )
+    _notebook(notebooks / "01_first.ipynb", "assert value == 1")
+    _notebook(notebooks / "02_second.ipynb", write_scores)
+    out = report.run_report("tiny", out=root / "run", notebooks_dir=notebooks, data=None)
+    assert sorted(p.name for p in (out / "notebooks").iterdir()) == [
+        "01_first.ipynb",
+        "02_second.ipynb",
+    ]
+    results = pd.read_csv(out / "results.csv")
+    assert results.loc[0, "aji"] == pytest.approx(0.7)
+    assert "| m | 1 | 0.700" in (out / "results.md").read_text()
+    assert len(pd.read_csv(out / "timings.csv")) == 2
+
+
+def test_first_failure_names_notebook_and_cell(project):
+    root, notebooks = project
+    _notebook(notebooks / "01_ok.ipynb", "x = 1")
+    _notebook(notebooks / "02_bad.ipynb", "y = 2", "raise RuntimeError('boom')")
+    _notebook(notebooks / "03_never.ipynb", "z = 3")
+    with pytest.raises(
+        report.NotebookFailed, match=r"02_bad.ipynb failed in cell \d+.*RuntimeError.*boom"
+    ):
+        report.run_report("tiny", out=root / "run", notebooks_dir=notebooks)
+    assert not (root / "run" / "notebooks" / "03_never.ipynb").exists()
+
+
+def test_no_notebooks_is_an_error(tmp_path):
+    with pytest.raises(NucsegError, match="no notebooks"):
+        report.find_notebooks(tmp_path)

@@ -1,0 +1,166 @@
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from nucseg import checkpoint as ckpt
+from nucseg.data.demo import write_demo_dataset
+from nucseg.losses import LossConfig
+from nucseg.train import TrainConfig, TrainConfigError, main, train
+
+TINY = {
+    "width": 4,
+    "depth": 2,
+    "crop_size": 64,
+    "batch_size": 2,
+    "crops_per_epoch": 4,
+    "elastic": False,
+    "num_workers": 0,
+    "threads": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    # 5 training tiles: organ demo-a has two, so one is held out for validation.
+    return write_demo_dataset(tmp_path_factory.mktemp("demo"), n_train=5, n_test=1, size=96)
+
+
+def _config(demo, out, **changes):
+    return TrainConfig(data_dir=str(demo), out_dir=str(out), **{**TINY, "epochs": 2, **changes})
+
+
+def _history(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_two_epochs_write_history_and_checkpoints(demo, tmp_path):
+    result = train(_config(demo, tmp_path))
+    assert result.epochs_run == 2 and not result.stopped_early
+    assert result.best_path.is_file() and result.last_path.is_file()
+    rows = _history(result.history_path)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert [int(r["step"]) for r in rows] == [2, 4]
+    assert {"loss", "ce", "dice", "val_aji", "lr", "seconds"} <= set(rows[0])
+    assert 0.0 <= result.best_val_aji <= 1.0
+    assert result.best_val_aji == max(float(r["val_aji"]) for r in rows)
+    model, state = ckpt.load_model(result.best_path)
+    assert state["best"] == {"val_aji": result.best_val_aji, "epoch": result.best_epoch}
+    assert state["postprocess"] is not None and state["meta"]["config"]["width"] == 4
+    assert model(torch.rand(1, 3, 40, 40)).shape == (1, 3, 40, 40)
+
+
+def test_resume_reproduces_an_uninterrupted_run(demo, tmp_path):
+    straight = train(_config(demo, tmp_path / "straight"))
+    chunked = _config(demo, tmp_path / "chunked")
+    first = train(chunked, until_epoch=1)
+    assert first.epochs_run == 1
+    resumed = train(chunked, resume=True)
+    assert resumed.epochs_run == 2
+    a = ckpt.load_checkpoint(straight.last_path)
+    b = ckpt.load_checkpoint(resumed.last_path)
+    assert a["step"] == b["step"] == 4
+    for key, value in a["state_dict"].items():
+        assert torch.allclose(value, b["state_dict"][key], atol=1e-6), key
+    assert [r["loss"] for r in a["history"]] == pytest.approx([r["loss"] for r in b["history"]])
+
+
+def test_resume_with_other_settings_is_refused(demo, tmp_path):
+    train(_config(demo, tmp_path, epochs=1))
+    with pytest.raises(TrainConfigError, match="planned for 2 steps"):
+        train(_config(demo, tmp_path, epochs=3), resume=True)
+
+
+def test_time_budget_stops_cleanly_and_distance_weights(demo, tmp_path):
+    loss = LossConfig(use_distance_weights=True)
+    result = train(_config(demo, tmp_path, epochs=5, max_minutes=0.0, loss=loss))
+    assert result.stopped_early and result.epochs_run == 1
+    state = ckpt.load_checkpoint(result.last_path)
+    assert state["step"] == 1 and state["history"][0]["val_aji"] is not None
+
+
+def test_no_validation_set_keeps_last_as_best(demo, tmp_path):
+    result = train(_config(demo, tmp_path, epochs=1, val_fraction=0.0))
+    assert result.best_val_aji is None and result.best_epoch == 1
+    assert ckpt.load_checkpoint(result.best_path)["epoch"] == 1
+
+
+KILL_SCRIPT = """
+import sys, time
+from nucseg import train as t
+original = t.Trainer.train_one_epoch
+def slow(self, *args):
+    time.sleep(0.3)  # leave time to be killed in the middle of the run
+    return original(self, *args)
+t.Trainer.train_one_epoch = slow
+t.train(t.TrainConfig(**eval(sys.argv[1])))
+"""
+
+
+def test_resume_after_kill_9(demo, tmp_path):
+    config = _config(demo, tmp_path, epochs=12, validate_every=4)
+    fields = {**TINY, "epochs": 12, "validate_every": 4}
+    fields.update(data_dir=str(demo), out_dir=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, repr(fields)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "last.pt").exists() and proc.poll() is None:
+            assert time.monotonic() < deadline, "training never wrote last.pt"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = ckpt.load_checkpoint(tmp_path / "last.pt")["epoch"]
+    assert 1 <= killed_at < 12
+    result = train(config, resume=True)
+    assert result.epochs_run == 12
+    rows = _history(result.history_path)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 13))
+    assert [int(r["step"]) for r in rows] == list(range(2, 26, 2))
+    assert [r["val_aji"] != "" for r in rows] == [e % 4 == 0 for e in range(1, 13)]
+
+
+def test_from_profile_and_overrides():
+    profile = {
+        "common": {"data_dir": None, "seed": 3, "device": "cpu", "quick": True},
+        "notebooks": {"04": {"epochs": 7, "width": 8, "loss": {"boundary_weight": 2.0}}},
+    }
+    config = TrainConfig.from_profile(profile, **{"loss.dice_weight": 0.0, "lr": 0.01})
+    assert (config.seed, config.device, config.epochs, config.width, config.lr) == (
+        3, "cpu", 7, 8, 0.01
+    )  # fmt: skip
+    assert config.loss == LossConfig(boundary_weight=2.0, dice_weight=0.0)
+    flat = TrainConfig.from_profile({"epochs": 2, "run_dir": "x"})  # notebook parameters
+    assert flat.epochs == 2
+    with pytest.raises(TrainConfigError, match="unknown training setting 'nope'"):
+        config.with_overrides({"nope": 1})
+    with pytest.raises(TrainConfigError, match="scheduler"):
+        TrainConfig(scheduler="step")
+
+
+def test_cli_reports_bad_settings(capsys, tmp_path):
+    assert main(["--out", str(tmp_path), "--set", "loss.nope=1"]) == 2
+    assert "unknown training setting 'loss.nope'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(demo, tmp_path):
+    args = [f"{k}={v}" for k, v in {**TINY, "crops_per_epoch": 8}.items()]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", "0", "-m", "nucseg.train", "--data", str(demo),
+               "--out", str(tmp_path), "--epochs", "1", "--set", "device=cpu"]  # fmt: skip
+    for arg in args:
+        command += ["--set", arg]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = ckpt.load_checkpoint(tmp_path / "last.pt")
+    assert state["meta"]["world_size"] == 2
+    assert state["step"] == 2  # 8 crops / (2 processes x batch 2)
+    assert "best val AJI" in done.stdout
