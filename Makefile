@@ -18,12 +18,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-## make test: create .venv, install nucseg[dev], run the unit tests, then nbval on the notebooks
+## make test: create .venv, install nucseg[dev], run the tests, then nbval on demo copies of the
+## notebooks (papermill injects the demo profile; nbval re-executes them and checks marked outputs)
 test: $(STAMP)
 	$(BIN)/ruff check nucseg tests
 	$(BIN)/python -m pytest -q
-	$(BIN)/python -m nucseg.report_nbval --out build/nbval
-	$(BIN)/python -m pytest -q --nbval-lax -p no:randomly build/nbval/notebooks
+	rm -rf build/nbval
+	$(BIN)/nucseg report --profile demo --out build/nbval
+	$(BIN)/python -m pytest -q --nbval-lax build/nbval/notebooks
 
 ## make report: run every notebook headless with papermill (PROFILE=demo by default)
 report: $(STAMP)

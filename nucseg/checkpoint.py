@@ -17,6 +17,7 @@ import dataclasses
 import os
 import random
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,8 @@ def export_weights(
     out_path: str | Path,
     half: bool = True,
     max_mb: float | None = MAX_EXPORT_MB,
+    postprocess: Mapping[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a compact inference-only copy of a checkpoint (for committing weights).
 
@@ -195,6 +198,9 @@ def export_weights(
         out_path: Destination file (written atomically).
         half: Store floating-point tensors as float16 (halves the size).
         max_mb: Refuse (and remove) an export larger than this many MB; None disables.
+        postprocess: ``PostprocessParams`` fields tuned after training (on validation images),
+            replacing the checkpoint's own.
+        meta: Extra facts for the model card (profile, timings, scores), merged into ``meta``.
 
     Returns:
         ``out_path`` as a Path.
@@ -208,14 +214,15 @@ def export_weights(
         key: value.half() if half and value.is_floating_point() else value
         for key, value in checkpoint["state_dict"].items()
     }
-    meta = dict(checkpoint.get("meta") or {})
-    meta.update(best=checkpoint.get("best"), exported_from=Path(checkpoint_path).name)
+    facts = dict(checkpoint.get("meta") or {})
+    facts.update(best=checkpoint.get("best"), exported_from=Path(checkpoint_path).name)
+    facts.update(meta or {})
     exported = {
         "format": FORMAT,
         "model": checkpoint["model"],
         "state_dict": state,
-        "postprocess": checkpoint.get("postprocess"),
-        "meta": meta,
+        "postprocess": dict(postprocess) if postprocess else checkpoint.get("postprocess"),
+        "meta": facts,
     }
     out = save_checkpoint(exported, out_path)
     size_mb = out.stat().st_size / 1e6

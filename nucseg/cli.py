@@ -54,7 +54,11 @@ def _predict(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from nucseg.report import run_report
 
-    run_report(profile=args.profile, data=args.data, out=args.out, only=args.only)
+    run_dir = run_report(
+        profile=args.profile, data=args.data, out=args.out, only=args.only, render=args.render
+    )
+    print(f"executed notebooks, figures and results in {run_dir}")
+    print((run_dir / "results.md").read_text())
     return 0
 
 
@@ -101,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     unet.add_argument("--overlap", type=int, help="minimal tile overlap in pixels (default 64)")
     pr.set_defaults(func=_predict)
 
+    sub.add_parser(
+        "train",
+        help="train the boundary U-Net: nucseg train --profile P [--out DIR] [--resume] ...",
+        add_help=False,
+    )
+
     rep = sub.add_parser("report", help="run the notebooks headless with papermill")
     rep.add_argument(
         "--profile", default="demo", help="a profile in params/ (demo, monuseg-cpu, ...)"
@@ -108,12 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--data", help="MoNuSeg folder (default: the profile's, or demo data)")
     rep.add_argument("--out", help="run folder (default runs/PROFILE)")
     rep.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these")
+    rep.add_argument(
+        "--render",
+        action="store_true",
+        help="copy executed notebooks over notebooks/ and save figures to figures/",
+    )
     rep.set_defaults(func=_report)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # `nucseg train` is `python -m nucseg.train`, with its own flags
+        from nucseg.train import main as train_main
+
+        return train_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -8,44 +8,22 @@ under the run folder, so later chapters read what earlier ones wrote.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
 from tqdm.auto import tqdm
 
 from nucseg.errors import NucsegError
 from nucseg.evaluate import load_method_scores, markdown_table, results_table
+from nucseg.profiles import REPO_ROOT, load_profile, notebook_parameters, resolve_data_dir
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PARAMS_DIR = REPO_ROOT / "params"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 
 class NotebookFailed(NucsegError):
     """A notebook raised while papermill executed it."""
-
-
-def load_profile(name: str, params_dir: Path | None = None) -> dict:
-    """Read `params/<name>.yaml`; raises NucsegError naming the known profiles if absent."""
-    params_dir = params_dir or PARAMS_DIR
-    path = params_dir / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in params_dir.glob("*.yaml"))
-        raise NucsegError(f"{path}: no such profile; known profiles: {known}")
-    profile = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(profile, dict) or "common" not in profile:
-        raise NucsegError(f"{path}: a profile needs a 'common' section")
-    return profile
-
-
-def notebook_parameters(profile: dict, notebook: Path) -> dict:
-    """Merge a profile's `common` section with the notebook's own section (keyed by its number)."""
-    number = notebook.name.split("_", 1)[0]
-    params = dict(profile.get("common") or {})
-    params.update((profile.get("notebooks") or {}).get(number) or {})
-    return params
 
 
 def find_notebooks(folder: Path = NOTEBOOKS_DIR, only: Sequence[str] | None = None) -> list[Path]:
@@ -56,14 +34,6 @@ def find_notebooks(folder: Path = NOTEBOOKS_DIR, only: Sequence[str] | None = No
     if not notebooks:
         raise NucsegError(f"{folder}: no notebooks to run (looked for NN_*.ipynb, only={only})")
     return notebooks
-
-
-def _resolve_data_dir(value: str | None) -> str | None:
-    """Profiles name data relative to the repository root; make such paths absolute."""
-    if value in (None, "", "demo"):
-        return None
-    path = Path(value).expanduser()
-    return str(path if path.is_absolute() else (REPO_ROOT / path).resolve())
 
 
 def run_notebook(notebook: Path, output: Path, parameters: dict) -> float:
@@ -102,6 +72,7 @@ def run_report(
     only: Sequence[str] | None = None,
     notebooks_dir: Path = NOTEBOOKS_DIR,
     figures_dir: str | Path | None = None,
+    render: bool = False,
 ) -> Path:
     """Run the notebooks in order and write executed copies, figures and a results table.
 
@@ -111,7 +82,10 @@ def run_report(
         out: run folder (default `runs/<profile>`).
         only: notebook name prefixes to run (default: all).
         notebooks_dir: where the numbered notebooks are.
-        figures_dir: where figures go (default `<out>/figures`).
+        figures_dir: where figures go (default `<out>/figures`, or the repository's `figures/`
+            when rendering).
+        render: copy each executed notebook back over its source, so the repository's notebooks
+            carry this run's outputs (the committed ones come from a `monuseg-cpu` run).
 
     Returns:
         The run folder. It holds `notebooks/`, `figures/`, `timings.csv`, `results.csv`
@@ -119,7 +93,8 @@ def run_report(
     """
     settings = load_profile(profile)
     run_dir = Path(out or REPO_ROOT / "runs" / profile).resolve()
-    figures = Path(figures_dir or run_dir / "figures").resolve()
+    default_figures = REPO_ROOT / "figures" if render else run_dir / "figures"
+    figures = Path(figures_dir or default_figures).resolve()
     executed = run_dir / "notebooks"
     for folder in (run_dir, figures, executed):
         folder.mkdir(parents=True, exist_ok=True)
@@ -129,10 +104,12 @@ def run_report(
     for notebook in bar:
         bar.set_postfix_str(notebook.name)
         params = notebook_parameters(settings, notebook)
-        params["data_dir"] = _resolve_data_dir(data if data is not None else params.get("data_dir"))
+        params["data_dir"] = resolve_data_dir(data if data is not None else params.get("data_dir"))
         params.update(profile=profile, run_dir=str(run_dir), figures_dir=str(figures))
         seconds = run_notebook(notebook, executed / notebook.name, params)
         timings.append(f"{notebook.name},{seconds:.1f}")
+        if render:
+            shutil.copyfile(executed / notebook.name, notebook)
     (run_dir / "timings.csv").write_text("notebook,seconds\n" + "\n".join(timings) + "\n")
     table = results_table(load_method_scores(run_dir))
     table.to_csv(run_dir / "results.csv", index=False)

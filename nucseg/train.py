@@ -20,14 +20,12 @@ import random
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -45,156 +43,17 @@ from nucseg.metrics import aji
 from nucseg.models import build_model
 from nucseg.postprocess import PostprocessParams, instances_from_three_class
 from nucseg.tiling import predict_probabilities
+from nucseg.train_config import (
+    TrainConfig,
+    TrainConfigError,
+    TrainResult,
+    parse_overrides,
+    plain_values,
+    profile_config,
+    resolve_device,
+)
 
-SCHEDULERS = ("cosine", "onecycle")
-
-
-class TrainConfigError(NucsegError, ValueError):
-    """A training setting is invalid or does not match the checkpoint being resumed."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on (stored in the checkpoint's ``meta``).
-
-    ``batch_size`` is per process; ``crops_per_epoch`` is shared by all DDP processes (None:
-    one coverage of the training images). ``amp``, ``channels_last`` and ``num_workers`` None
-    mean automatic (on for CUDA / 0 workers on the CPU); ``threads`` None uses all cores,
-    divided among DDP processes. ``postprocess`` holds ``PostprocessParams`` fields used for
-    validation. ``val_tile`` is the tile side of validation prediction (1024: a MoNuSeg image in
-    one pass).
-    """
-
-    data_dir: str | None = None
-    extra_pairs_dir: str | None = None
-    out_dir: str = "runs/unet"
-    model: str = "unet"
-    width: int = 16
-    depth: int = 4
-    crop_size: int = 256
-    batch_size: int = 8
-    epochs: int = 30
-    crops_per_epoch: int | None = None
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    scheduler: str = "cosine"
-    max_minutes: float | None = None
-    val_fraction: float = 0.2
-    validate_every: int = 1
-    seed: int = 0
-    device: str = "auto"
-    num_workers: int | None = None
-    loss: LossConfig = field(default_factory=LossConfig)
-    boundary_width: int = 2
-    flip: bool = True
-    rot90: bool = True
-    elastic: bool = True
-    hed_jitter: float = 0.05
-    amp: bool | None = None
-    channels_last: bool | None = None
-    threads: int | None = None
-    val_tile: int = 1024
-    postprocess: dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.loss, Mapping):
-            self.loss = LossConfig(**self.loss)
-        checks = [
-            (self.scheduler in SCHEDULERS, f"scheduler must be one of {SCHEDULERS}"),
-            (min(self.width, self.depth, self.crop_size, self.batch_size) >= 1, "sizes >= 1"),
-            (self.epochs >= 1 and self.validate_every >= 1, "epochs, validate_every >= 1"),
-            (0.0 <= self.val_fraction < 1.0, "val_fraction must be in [0, 1)"),
-            (self.lr > 0 and self.weight_decay >= 0, "lr > 0 and weight_decay >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise TrainConfigError(f"TrainConfig: {message}; got {self}")
-        PostprocessParams(**(self.postprocess or {}))  # fail now, not after the first epoch
-
-    @classmethod
-    def from_profile(
-        cls, profile: Mapping[str, Any], section: str = "04", **overrides: Any
-    ) -> TrainConfig:
-        """Build a config from a profile and overrides.
-
-        Args:
-            profile: A whole profile (``{"common": ..., "notebooks": {...}}``, as from
-                ``nucseg.report.load_profile``), merged with ``notebook_parameters``; or the
-                already merged parameters a notebook receives. Keys that are not config
-                fields (``quick``, ``run_dir``, ...) are ignored.
-            section: Notebook number whose section is used for a whole profile.
-            **overrides: Config fields (``loss`` may be a dict, ``loss.<field>`` keys work).
-
-        Returns:
-            The config.
-
-        """
-        params = dict(profile)
-        if "common" in params:
-            from nucseg.report import notebook_parameters  # floor 3: import only when needed
-
-            params = notebook_parameters(params, Path(f"{section}_train.ipynb"))
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in params.items() if k in names}).with_overrides(overrides)
-
-    def with_overrides(self, overrides: Mapping[str, Any]) -> TrainConfig:
-        """Return a copy with fields replaced (``"loss.boundary_weight"`` style keys allowed).
-
-        Raises:
-            TrainConfigError: A key is not a config (or loss) field.
-
-        """
-        values, loss = dataclasses.asdict(self), dataclasses.asdict(self.loss)
-        for key, value in overrides.items():
-            name = key.removeprefix("loss.")
-            target = loss if key.startswith("loss.") else values
-            if name not in target:
-                raise TrainConfigError(f"unknown training setting {key!r}")
-            if key == "loss":
-                loss.update(dataclasses.asdict(value) if isinstance(value, LossConfig) else value)
-            else:
-                target[name] = value
-        values["loss"] = loss
-        return type(self)(**values)
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What :func:`train` did (on DDP, meaningful on rank 0).
-
-    Attributes:
-        best_val_aji: Best mean validation AJI (None without a validation set).
-        best_epoch: Epoch (1-based) of ``best.pt``.
-        epochs_run: Completed epochs in total, including those before a resume.
-        seconds: Wall time of this call.
-        best_path: ``out_dir/best.pt``.
-        last_path: ``out_dir/last.pt``.
-        history_path: ``out_dir/history.csv``.
-        stopped_early: The ``max_minutes`` budget ended the run.
-
-    """
-
-    best_val_aji: float | None
-    best_epoch: int | None
-    epochs_run: int
-    seconds: float
-    best_path: Path
-    last_path: Path
-    history_path: Path
-    stopped_early: bool
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; a CUDA request without CUDA is an error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainConfigError(f"device {name!r} requested but CUDA is not available")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
+__all__ = ["Trainer", "TrainConfig", "TrainConfigError", "TrainResult", "main", "train"]
 
 
 def split_training_samples(config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
@@ -202,8 +61,9 @@ def split_training_samples(config: TrainConfig) -> tuple[list[Sample], list[Samp
     samples = load_split(resolve_data_root(config.data_dir), "train")
     ids = [s.image_id for s in samples]
     _, val_ids = split_by_organ(ids, [s.organ for s in samples], config.val_fraction, config.seed)
-    train = [s for s in samples if s.image_id not in set(val_ids)]
-    val = [s for s in samples if s.image_id in set(val_ids)]
+    held_out = set(val_ids)
+    train = [s for s in samples if s.image_id not in held_out]
+    val = [s for s in samples if s.image_id in held_out]
     if config.extra_pairs_dir:  # every pair of that folder (all splits) joins training
         train += load_split(resolve_data_root(config.extra_pairs_dir), None)
     return train, val
@@ -267,9 +127,12 @@ class Trainer:
         self.device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
         cuda = self.device.type == "cuda"
         self.amp = cuda if config.amp is None else bool(config.amp) and cuda
-        channels_last = cuda if config.channels_last is None else config.channels_last
+        # Channels-last convolutions are faster on GPUs and, measured, on the CPU too.
+        channels_last = config.channels_last is None or config.channels_last
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if not cuda:
+        if cuda:
+            torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest kernels
+        else:
             cores = min(torch.get_num_threads(), os.cpu_count() or 1)
             torch.set_num_threads(config.threads or max(1, cores // world))
         seed_everything(config.seed)
@@ -318,6 +181,7 @@ class Trainer:
             seed=c.seed,
             target="instances" if c.loss.use_distance_weights else "three_class",
             boundary_width=c.boundary_width,
+            context=8 if c.elastic else 0,  # real tissue, not zero fill, at deformed crop edges
         )
         self.crops = crops
         # Each process takes its own shard of a (seed, epoch)-shuffled order of the crops.
@@ -422,7 +286,7 @@ class Trainer:
             "history": list(self.history),
             "postprocess": ckpt.postprocess_to_dict(self.postprocess),
             "meta": {
-                "config": _plain(dataclasses.asdict(self.config)),
+                "config": plain_values(dataclasses.asdict(self.config)),
                 "total_steps": self.total_steps,
                 "world_size": self.world,
                 "torch": str(torch.__version__),
@@ -442,7 +306,8 @@ class Trainer:
         self.net.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state.get("scaler"):  # empty when saved without AMP
+            self.scaler.load_state_dict(state["scaler"])
         ckpt.restore_rng(state["rng"])
         self.epoch, self.step, self.best = state["epoch"], state["step"], dict(state["best"])
         self.history = list(state["history"])
@@ -452,18 +317,12 @@ class Trainer:
         """Train up to ``config.epochs`` (or ``until_epoch``) epochs; see :func:`train`."""
         start = time.monotonic()
         c, last, best = self.config, self.out / "last.pt", self.out / "best.pt"
-        minutes = c.max_minutes
-        deadline = None if minutes is None else start + 60.0 * minutes
+        deadline = None if c.max_minutes is None else start + 60.0 * c.max_minutes
         if resume and last.is_file():
             self.resume(last)
         end = min(c.epochs, until_epoch or c.epochs)
-        bar = tqdm(
-            total=end * self.steps_per_epoch,
-            initial=self.step,
-            unit="step",
-            desc=f"train {c.model}",
-            disable=self.rank != 0,
-        )
+        bar = tqdm(total=end * self.steps_per_epoch, initial=self.step, unit="step",
+                   desc=f"train {c.model}", disable=self.rank != 0)  # fmt: skip
         time_up = False
         while self.epoch < end and not time_up:
             epoch_start = time.monotonic()
@@ -478,16 +337,8 @@ class Trainer:
                 self.best = {"val_aji": val_aji, "epoch": self.epoch}
             self.seconds += time.monotonic() - epoch_start
             lr = self.scheduler.get_last_lr()[0]
-            self.history.append(
-                {
-                    "epoch": self.epoch,
-                    "step": self.step,
-                    **parts,
-                    "val_aji": val_aji,
-                    "lr": lr,
-                    "seconds": self.seconds,
-                }
-            )
+            row = {"epoch": self.epoch, "step": self.step, **parts, "val_aji": val_aji}
+            self.history.append({**row, "lr": lr, "seconds": self.seconds})
             bar.set_postfix(loss=f"{parts['loss']:.3f}", val_aji=self._last_aji())
             if self.rank == 0:
                 state = self.state()
@@ -498,25 +349,9 @@ class Trainer:
             if self.world > 1:
                 dist.barrier()
         bar.close()
-        return TrainResult(
-            self.best["val_aji"],
-            self.best["epoch"],
-            self.epoch,
-            time.monotonic() - start,
-            best,
-            last,
-            self.out / "history.csv",
-            time_up,
-        )
-
-
-def _plain(value: Any) -> Any:
-    """Config values as checkpoint-safe plain types (paths -> strings)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
+        return TrainResult(self.best["val_aji"], self.best["epoch"], self.epoch,
+                           time.monotonic() - start, best, last, self.out / "history.csv",
+                           time_up)  # fmt: skip
 
 
 def train(config: TrainConfig, resume: bool = False, until_epoch: int | None = None) -> TrainResult:
@@ -554,10 +389,6 @@ def train(config: TrainConfig, resume: bool = False, until_epoch: int | None = N
             dist.destroy_process_group()
 
 
-def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text) if text else None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (also ``nucseg train``); returns the exit status.
 
@@ -570,48 +401,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--max-minutes", type=float, help="time budget in minutes")
     parser.add_argument("--epochs", type=int, help="number of epochs")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting, e.g. width=32 or loss.dice_weight=0",
-    )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. width=32 or loss.dice_weight=0")  # fmt: skip
     args = parser.parse_args(argv)
+    flags = {"data_dir": args.data, "out_dir": args.out, "max_minutes": args.max_minutes,
+             "epochs": args.epochs}  # fmt: skip
     try:
-        config = TrainConfig()
-        if args.profile:
-            from nucseg.report import REPO_ROOT, load_profile
-
-            config = TrainConfig.from_profile(load_profile(args.profile))
-            if (
-                config.data_dir not in (None, "", "demo")
-                and not Path(config.data_dir).is_absolute()
-            ):
-                config.data_dir = str((REPO_ROOT / config.data_dir).resolve())
-        overrides: dict[str, Any] = {}
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise TrainConfigError(f"--set expects KEY=VALUE, got {item!r}")
-            overrides[key.strip()] = _parse_value(value)
-        flags = {
-            "data_dir": args.data,
-            "out_dir": args.out,
-            "max_minutes": args.max_minutes,
-            "epochs": args.epochs,
+        config = profile_config(args.profile) if args.profile else TrainConfig()
+        overrides = {
+            **parse_overrides(args.set),
+            **{k: v for k, v in flags.items() if v is not None},
         }
-        overrides.update({k: v for k, v in flags.items() if v is not None})
         result = train(config.with_overrides(overrides), resume=args.resume)
     except NucsegError as err:
         print(f"nucseg train: error: {err}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
-        aji_text = "n/a" if result.best_val_aji is None else f"{result.best_val_aji:.4f}"
-        print(
-            f"best val AJI {aji_text} at epoch {result.best_epoch}; {result.epochs_run} epochs "
-            f"in {result.seconds:.0f} s; checkpoints in {result.last_path.parent}"
-        )
+        score = "n/a" if result.best_val_aji is None else f"{result.best_val_aji:.4f}"
+        print(f"best val AJI {score} at epoch {result.best_epoch}; {result.epochs_run} epochs "
+              f"in {result.seconds:.0f} s; checkpoints in {result.last_path.parent}")  # fmt: skip
     return 0
 
 

@@ -109,3 +109,27 @@ def test_export_weights_half_precision(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="MB"):
         ckpt.export_weights(source, tmp_path / "tiny.pt", max_mb=0.001)
     assert not (tmp_path / "tiny.pt").exists()
+
+
+def test_export_weights_takes_tuned_postprocess_and_meta(tmp_path):
+    from nucseg.checkpoint import export_weights, load_checkpoint, save_checkpoint
+    from nucseg.models import build_model
+
+    model = build_model("unet", width=4, depth=2)
+    source = save_checkpoint(
+        {
+            "format": 1,
+            "model": {"name": "unet", "kwargs": {"width": 4, "depth": 2}},
+            "state_dict": model.state_dict(),
+            "postprocess": {"min_size": 30},
+            "meta": {"profile": "x"},
+            "best": {"val_aji": 0.5, "epoch": 3},
+        },
+        tmp_path / "best.pt",
+    )
+    out = export_weights(
+        source, tmp_path / "w.pt", postprocess={"min_size": 10}, meta={"test_aji": 0.7}
+    )
+    exported = load_checkpoint(out)
+    assert exported["postprocess"] == {"min_size": 10}
+    assert exported["meta"]["test_aji"] == 0.7 and exported["meta"]["profile"] == "x"

@@ -39,7 +39,8 @@ def test_boundary_weight_increases_boundary_pixel_contribution():
 
     def boundary_share(weight):
         x = logits.clone().requires_grad_(True)
-        SegmentationLoss(LossConfig(boundary_weight=weight, dice_weight=0))(x, target).total.backward()
+        criterion = SegmentationLoss(LossConfig(boundary_weight=weight, dice_weight=0))
+        criterion(x, target).total.backward()
         grad = x.grad.abs().sum(dim=1)
         return (grad[boundary].sum() / grad.sum()).item()
 

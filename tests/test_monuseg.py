@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
-from skimage.draw import polygon as sk_polygon
-from skimage.measure import points_in_poly
 
 from nucseg.data.images import write_label_map
 from nucseg.data.monuseg import (
@@ -17,13 +15,10 @@ from nucseg.data.monuseg import (
     discover,
     load_sample,
     load_split,
-    organ_of,
     rasterise_polygons,
     read_xml_regions,
-    split_by_organ,
     xml_to_instances,
 )
-from nucseg.data.organs import TSS_ORGANS, read_organs_csv
 from nucseg.errors import AnnotationError, ImageReadError, LayoutError, ShapeMismatchError
 
 # image_id, split, organ of all 44 MoNuSeg 2018 images (facts from the dataset's organs.csv)
@@ -89,77 +84,6 @@ def raster(polygons, shape):
 
 def square(lo, hi):
     return [(lo, lo), (hi, lo), (hi, hi), (lo, hi)]
-
-
-# --- rasterisation semantics (MATLAB poly2mask on 1-based vertices, shifted to 0-based) ---
-
-
-def test_documented_poly2mask_square():
-    # MATLAB docs: poly2mask([4 10 10 4], [4 4 10 10], 12, 12) covers rows/cols 5..10
-    # (1-based); vertices on pixel centres snap +0.1 so row/col 4 is left out. 0-based: 4..9.
-    expected = np.zeros((12, 12), np.int32)
-    expected[4:10, 4:10] = 1
-    np.testing.assert_array_equal(raster([square(4, 10)], (12, 12)), expected)
-    # edges on pixel borders (3.5, 10.5) cover 1-based 4..10 exactly, i.e. 0-based 3..9
-    expected[3:10, 3:10] = 1
-    np.testing.assert_array_equal(raster([square(3.5, 10.5)], (12, 12)), expected)
-
-
-@pytest.mark.parametrize("reverse", [False, True])
-def test_hand_derived_triangle(reverse):
-    # Vertices (1,1), (5,1), (1,5) snap to (1.1,1.1), (5.1,1.1), (1.1,5.1): the hypotenuse
-    # x + y = 6.2 runs along subpixel corners, and centres (c, r) with c, r >= 2 and
-    # c + r <= 6 are inside (1-based). Shifted to 0-based: c, r >= 1 and c + r <= 4.
-    tri = [(1, 1), (5, 1), (1, 5)]
-    expected = np.zeros((6, 6), np.int32)
-    for r, c in [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (3, 1)]:
-        expected[r, c] = 1
-    np.testing.assert_array_equal(raster([tri[::-1] if reverse else tri], (6, 6)), expected)
-
-
-def test_subtract_one_convention():
-    # a 1-based pixel-aligned box [0.5, 3.5] is MATLAB's pixels 1..3 = our 0..2, not 1..3
-    labels = raster([square(0.5, 3.5)], (6, 6))
-    assert labels[:3, :3].all() and labels.sum() == 9
-
-
-def test_clipping_at_borders():
-    expected = np.zeros((10, 10), np.int32)
-    expected[:3, :3] = 1  # sticks out above/left
-    np.testing.assert_array_equal(raster([square(-5.5, 3.5)], (10, 10)), expected)
-    expected[:] = 0
-    expected[7:, 7:] = 1  # sticks out below/right
-    np.testing.assert_array_equal(raster([square(7.5, 20.5)], (10, 10)), expected)
-
-
-def _dist_to_outline(px, py, xs, ys):
-    ax, ay = xs, ys
-    bx, by = np.roll(xs, -1), np.roll(ys, -1)
-    dx, dy = bx - ax, by - ay
-    t = ((px[:, None] - ax) * dx + (py[:, None] - ay) * dy) / (dx * dx + dy * dy)
-    t = np.clip(t, 0, 1)
-    return np.hypot(px[:, None] - ax - t * dx, py[:, None] - ay - t * dy).min(1)
-
-
-def test_pixel_centre_rule_on_random_polygons():
-    # Every pixel whose centre lies clearly inside/outside the polygon (more than 0.3 px
-    # from its outline, i.e. beyond poly2mask's subpixel snapping) follows the centre rule;
-    # skimage.draw.polygon (exact centre test) agrees except for a thin boundary band.
-    rng = np.random.default_rng(1)
-    for _ in range(30):
-        n = rng.integers(5, 40)
-        theta = np.sort(rng.uniform(0, 2 * np.pi, n))
-        radius = rng.uniform(3, 9, n)
-        xs, ys = 12 + radius * np.cos(theta), 12 + radius * np.sin(theta)  # 1-based
-        labels = raster([np.c_[xs, ys]], (24, 24)) > 0
-        rr, cc = np.mgrid[:24, :24]
-        px, py = cc.ravel() + 1.0, rr.ravel() + 1.0
-        inside = points_in_poly(np.c_[px, py], np.c_[xs, ys])
-        clear = _dist_to_outline(px, py, xs, ys) > 0.3
-        np.testing.assert_array_equal(labels.ravel()[clear], inside[clear])
-        sk = np.zeros((24, 24), bool)
-        sk[sk_polygon(ys - 1, xs - 1, (24, 24))] = True
-        assert (sk != labels).sum() <= 0.08 * max(sk.sum(), 1) + 2
 
 
 def test_overlap_later_region_wins_and_hidden(tmp_path):
@@ -390,63 +314,3 @@ def test_png_rgba_images_in_layout(tmp_path):
 
 
 # --- organs --------------------------------------------------------------------------------
-
-
-def test_every_monuseg_id_has_its_organ():
-    assert len(ORGAN_ROWS) == 44
-    for image_id, _, organ in ORGAN_ROWS:
-        assert organ_of(image_id) == organ, image_id
-    assert set(TSS_ORGANS.values()) == {o for _, _, o in ORGAN_ROWS}
-
-
-def test_organ_counts_per_split():
-    def counts(split):
-        out = {}
-        for _, s, organ in ORGAN_ROWS:
-            if s == split:
-                out[organ] = out.get(organ, 0) + 1
-        return out
-
-    assert counts("train") == {
-        "breast": 6, "kidney": 6, "liver": 6, "prostate": 6, "bladder": 2, "colon": 2, "stomach": 2
-    }  # fmt: skip
-    assert counts("test") == {
-        "kidney": 3, "breast": 2, "lung": 2, "prostate": 2, "bladder": 2, "brain": 2, "colon": 1
-    }  # fmt: skip
-
-
-def test_organ_of_unknown_and_table(tmp_path):
-    assert organ_of("TCGA-ZZ-0000") == "unknown"
-    assert organ_of("DEMO-demo-a-001") == "unknown"
-    assert organ_of("") == "unknown"
-    assert organ_of("tcga-a7-x") == "breast"
-    assert organ_of("TCGA-A7-x", {"TCGA-A7-x": "other"}) == "other"
-    csv = tmp_path / "organs.csv"
-    csv.write_text("image_id,split,organ\nA,train,x\nB,test,y\n")
-    assert read_organs_csv(csv) == {"A": "x", "B": "y"}
-    csv.write_text("name,tissue\nA,x\n")
-    with pytest.raises(LayoutError, match="image_id"):
-        read_organs_csv(csv)
-
-
-def test_split_by_organ():
-    ids = [r[0] for r in ORGAN_ROWS if r[1] == "train"]
-    organs = [organ_of(i) for i in ids]
-    train, val = split_by_organ(ids, organs, 0.2, seed=0)
-    assert sorted(train + val) == sorted(ids) and not set(train) & set(val)
-    for organ in set(organs):  # every organ (all have >= 2 images) on both sides
-        assert any(organ_of(i) == organ for i in val) and any(organ_of(i) == organ for i in train)
-    assert len(val) == 3 * 1 + 4 * 1  # round(6 * 0.2) = 1, round(2 * 0.2) = 0 -> 1
-    assert split_by_organ(ids, organs, 0.2, seed=0) == (train, val)
-    rev = split_by_organ(ids[::-1], organs[::-1], 0.2, seed=0)
-    assert rev == (train, val)  # independent of input order
-    seeds = {tuple(split_by_organ(ids, organs, 0.2, seed=s)[1]) for s in range(6)}
-    assert len(seeds) > 1
-    assert split_by_organ(ids, organs, 0.0, seed=0) == (sorted(ids), [])
-    train, val = split_by_organ(["a", "b", "c"], ["x", "x", "y"], 0.5, seed=0)
-    assert len(val) == 1 and "c" in train  # single-image organ stays in training
-    _, val = split_by_organ(ids, organs, 0.5, seed=1)
-    assert len(val) == 4 * 3 + 3 * 1  # halves round up, but each organ keeps a train image
-    for bad in [(ids, organs[:-1], 0.2), (["a", "a"], ["x", "x"], 0.2), (ids, organs, 1.0)]:
-        with pytest.raises(ValueError):
-            split_by_organ(*bad, seed=0)

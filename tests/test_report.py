@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from nucseg import report
+from nucseg import profiles, report
 from nucseg.errors import NucsegError
 
 
@@ -26,18 +26,18 @@ def project(tmp_path, monkeypatch):
     params.mkdir()
     profile = {"common": {"data_dir": None, "value": 1}, "notebooks": {"02": {"value": 7}}}
     (params / "tiny.yaml").write_text(yaml.safe_dump(profile))
-    monkeypatch.setattr(report, "PARAMS_DIR", params)
+    monkeypatch.setattr(profiles, "PARAMS_DIR", params)
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     return tmp_path, notebooks
 
 
 def test_profiles_merge_common_and_notebook_section(project, tmp_path):
-    settings = report.load_profile("tiny", tmp_path / "params")
-    assert report.notebook_parameters(settings, tmp_path / "02_x.ipynb")["value"] == 7
-    assert report.notebook_parameters(settings, tmp_path / "01_x.ipynb")["value"] == 1
+    settings = profiles.load_profile("tiny", tmp_path / "params")
+    assert profiles.notebook_parameters(settings, tmp_path / "02_x.ipynb")["value"] == 7
+    assert profiles.notebook_parameters(settings, tmp_path / "01_x.ipynb")["value"] == 1
     with pytest.raises(NucsegError, match="no such profile.*tiny"):
-        report.load_profile("nope", tmp_path / "params")
+        profiles.load_profile("nope", tmp_path / "params")
 
 
 def test_report_runs_in_order_and_collects_results(project):

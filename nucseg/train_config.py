@@ -1,0 +1,226 @@
+"""Settings and result of a training run: ``TrainConfig`` (built from profiles) and ``TrainResult``.
+
+Profiles (``params/<name>.yaml``) carry the training settings in the ``"04"`` notebook section
+(merged over ``common``); command-line ``--set key=value`` overrides reach the same fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from nucseg.errors import NucsegError
+from nucseg.losses import LossConfig
+from nucseg.postprocess import PostprocessParams
+from nucseg.profiles import load_profile, resolve_data_dir, section_parameters
+
+SCHEDULERS = ("cosine", "onecycle")
+
+
+class TrainConfigError(NucsegError, ValueError):
+    """A training setting is invalid or does not match the checkpoint being resumed."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (stored in the checkpoint's ``meta``).
+
+    Attributes:
+        data_dir: MoNuSeg folder (any layout); None or "demo" = the embedded demo data. Only
+            its training split is used: ``val_fraction`` of it, stratified by organ, validates.
+        extra_pairs_dir: Another folder in MoNuSeg layout whose pairs (all splits) are added
+            to training, e.g. synthetic image / mask pairs.
+        out_dir: Where ``best.pt``, ``last.pt`` and ``history.csv`` go.
+        model, width, depth: Network name in ``nucseg.models.MODELS`` and its size.
+        crop_size, batch_size: Training crop side; crops per step and process.
+        epochs: Planned epochs (the learning-rate schedule spans them).
+        crops_per_epoch: Crops per epoch over all processes; None = about one coverage of
+            the training images.
+        lr, weight_decay, scheduler: AdamW settings; ``"cosine"`` or ``"onecycle"`` per step.
+        max_minutes: Time budget of one call; training stops after it, then still validates
+            and saves. None = no limit.
+        val_fraction, validate_every, seed: Validation split, its period (epochs), the seed.
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        num_workers: DataLoader workers; None = 0 on the CPU, up to 8 on CUDA.
+        loss: :class:`nucseg.losses.LossConfig` (a dict is converted).
+        boundary_width: Width in pixels of the boundary class of the targets.
+        flip, rot90, elastic, hed_jitter: Augmentations (``hed_jitter`` = strength, 0 = off).
+        amp: Mixed precision (float16 autocast + GradScaler); None = on for CUDA only.
+        channels_last: Channels-last memory format; None = on (faster on CUDA and the CPU).
+        threads: CPU threads; None = all cores, shared among DDP processes.
+        val_tile: Tile side of validation prediction (1024: a MoNuSeg image in one pass).
+        postprocess: ``PostprocessParams`` fields for validation; None = defaults.
+
+    """
+
+    data_dir: str | None = None
+    extra_pairs_dir: str | None = None
+    out_dir: str = "runs/unet"
+    model: str = "unet"
+    width: int = 16
+    depth: int = 4
+    crop_size: int = 256
+    batch_size: int = 8
+    epochs: int = 30
+    crops_per_epoch: int | None = None
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"
+    max_minutes: float | None = None
+    val_fraction: float = 0.2
+    validate_every: int = 1
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int | None = None
+    loss: LossConfig = field(default_factory=LossConfig)
+    boundary_width: int = 2
+    flip: bool = True
+    rot90: bool = True
+    elastic: bool = True
+    hed_jitter: float = 0.05
+    amp: bool | None = None
+    channels_last: bool | None = None
+    threads: int | None = None
+    val_tile: int = 1024
+    postprocess: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            if isinstance(self.loss, Mapping):
+                self.loss = LossConfig(**self.loss)
+            PostprocessParams(**(self.postprocess or {}))  # fail now, not after an epoch
+        except (TypeError, ValueError) as err:  # unknown keys, or LossConfig's own checks
+            raise TrainConfigError(f"TrainConfig: {err}") from None
+        checks = [
+            (self.scheduler in SCHEDULERS, f"scheduler must be one of {SCHEDULERS}"),
+            (min(self.width, self.depth, self.crop_size, self.batch_size) >= 1, "sizes >= 1"),
+            (self.epochs >= 1 and self.validate_every >= 1, "epochs, validate_every >= 1"),
+            (0.0 <= self.val_fraction < 1.0, "val_fraction must be in [0, 1)"),
+            (self.lr > 0 and self.weight_decay >= 0, "lr > 0 and weight_decay >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainConfigError(f"TrainConfig: {message}; got {self}")
+
+    @classmethod
+    def from_profile(
+        cls, profile: Mapping[str, Any], section: str = "04", **overrides: Any
+    ) -> TrainConfig:
+        """Build a config from a profile and overrides.
+
+        Args:
+            profile: A whole profile (``{"common": ..., "notebooks": {...}}``, as from
+                ``nucseg.profiles.load_profile``), merged with ``notebook_parameters``; or the
+                already merged parameters a notebook receives. Keys that are not config
+                fields (``quick``, ``run_dir``, ...) are ignored.
+            section: Notebook number whose section is used for a whole profile.
+            **overrides: Config fields (``loss`` may be a dict, ``loss.<field>`` keys work).
+
+        Returns:
+            The config.
+
+        """
+        params = dict(profile)
+        if "common" in params:
+            params = section_parameters(params, section)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in params.items() if k in names}).with_overrides(overrides)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> TrainConfig:
+        """Return a copy with fields replaced (``"loss.boundary_weight"`` style keys allowed).
+
+        Raises:
+            TrainConfigError: A key is not a config (or loss) field.
+
+        """
+        values, loss = dataclasses.asdict(self), dataclasses.asdict(self.loss)
+        for key, value in overrides.items():
+            name = key.removeprefix("loss.")
+            target = loss if key.startswith("loss.") else values
+            if name not in target:
+                raise TrainConfigError(f"unknown training setting {key!r}")
+            if key == "loss":
+                loss.update(dataclasses.asdict(value) if isinstance(value, LossConfig) else value)
+            else:
+                target[name] = value
+        values["loss"] = loss
+        return type(self)(**values)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` did (on DDP, meaningful on rank 0).
+
+    Attributes:
+        best_val_aji: Best mean validation AJI (None without a validation set).
+        best_epoch: Epoch (1-based) of ``best.pt``.
+        epochs_run: Completed epochs in total, including those before a resume.
+        seconds: Wall time of this call.
+        best_path: ``out_dir/best.pt``.
+        last_path: ``out_dir/last.pt``.
+        history_path: ``out_dir/history.csv``.
+        stopped_early: The ``max_minutes`` budget ended the run.
+
+    """
+
+    best_val_aji: float | None
+    best_epoch: int | None
+    epochs_run: int
+    seconds: float
+    best_path: Path
+    last_path: Path
+    history_path: Path
+    stopped_early: bool
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; a CUDA request without CUDA is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainConfigError(f"device {name!r} requested but CUDA is not available")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def plain_values(value: Any) -> Any:
+    """Config values as checkpoint-safe plain types (paths -> strings)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_values(v) for v in value]
+    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["width=32", "loss.dice_weight=0"]`` -> ``{"width": 32, "loss.dice_weight": 0}``.
+
+    Values are parsed as YAML scalars (numbers, booleans, ``null``, strings, lists).
+
+    Raises:
+        TrainConfigError: An item lacks ``=``.
+
+    """
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise TrainConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value) if value else None
+    return overrides
+
+
+def profile_config(name: str) -> TrainConfig:
+    """The config of profile ``params/<name>.yaml``; relative data paths are from the repo root."""
+    config = TrainConfig.from_profile(load_profile(name))
+    config.data_dir = resolve_data_dir(config.data_dir)
+    return config

@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from nucseg.losses import LossConfig
+from nucseg.train_config import (
+    TrainConfig,
+    TrainConfigError,
+    parse_overrides,
+    plain_values,
+    profile_config,
+    resolve_device,
+)
+
+
+def test_from_profile_merges_common_section_and_overrides():
+    profile = {
+        "common": {"data_dir": None, "seed": 3, "device": "cpu", "quick": True},
+        "notebooks": {"04": {"epochs": 7, "width": 8, "loss": {"boundary_weight": 2.0}}},
+    }
+    config = TrainConfig.from_profile(profile, **{"loss.dice_weight": 0.0, "lr": 0.01})
+    assert (config.seed, config.device, config.epochs, config.width, config.lr) == (
+        3, "cpu", 7, 8, 0.01
+    )  # fmt: skip
+    assert config.loss == LossConfig(boundary_weight=2.0, dice_weight=0.0)
+    flat = TrainConfig.from_profile({"epochs": 2, "run_dir": "x"})  # notebook parameters
+    assert flat.epochs == 2
+
+
+def test_overrides():
+    config = TrainConfig().with_overrides({"loss": {"use_distance_weights": True}, "depth": 3})
+    assert config.loss.use_distance_weights and config.depth == 3
+    config = config.with_overrides({"loss": LossConfig(dice_weight=0)})
+    assert config.loss == LossConfig(dice_weight=0)
+    with pytest.raises(TrainConfigError, match="unknown training setting 'nope'"):
+        config.with_overrides({"nope": 1})
+    with pytest.raises(TrainConfigError, match="unknown training setting 'loss.nope'"):
+        config.with_overrides({"loss.nope": 1})
+
+
+def test_invalid_settings():
+    with pytest.raises(TrainConfigError, match="scheduler"):
+        TrainConfig(scheduler="step")
+    with pytest.raises(TrainConfigError, match="val_fraction"):
+        TrainConfig(val_fraction=1.0)
+    with pytest.raises(TrainConfigError, match="sigma"):
+        TrainConfig(loss={"sigma": 0})
+    with pytest.raises(TrainConfigError, match="bogus"):
+        TrainConfig(postprocess={"bogus": 1})
+    with pytest.raises(TrainConfigError, match="min_size"):
+        TrainConfig(postprocess={"min_size": -1})
+
+
+def test_parse_overrides():
+    parsed = parse_overrides(["width=32", "loss.dice_weight=0", "amp=true", "data_dir=/x y"])
+    assert parsed == {"width": 32, "loss.dice_weight": 0, "amp": True, "data_dir": "/x y"}
+    assert parse_overrides(["max_minutes="]) == {"max_minutes": None}
+    with pytest.raises(TrainConfigError, match="KEY=VALUE"):
+        parse_overrides(["width"])
+
+
+def test_profile_config_reads_params_folder():
+    config = profile_config("demo")
+    assert config.data_dir is None and config.seed == 0
+    gpu = profile_config("monuseg-gpu")
+    assert gpu.data_dir.endswith("shared/monuseg") and gpu.data_dir.startswith("/")
+
+
+def test_resolve_device_and_plain_values():
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(TrainConfigError, match="CUDA is not available"):
+            resolve_device("cuda")
+    assert plain_values({"a": (1, None), "b": torch.device("cpu")}) == {"a": [1, None], "b": "cpu"}
