@@ -48,9 +48,11 @@ def _check_stage_lines(out):
     assert "target: total <= 3 s at 1000x1000" in out
 
 
-def test_predict_bench_prints_stages_and_memory(capsys, monkeypatch):
-    from nucseg import _bench_predict
+def test_predict_bench_prints_stages_and_memory(capsys, monkeypatch, tmp_path):
+    from nucseg import _bench_predict, infer
 
+    # no packaged weights: the bench must build the untrained net it names
+    monkeypatch.setattr(infer, "DEFAULT_UNET_WEIGHTS", tmp_path / "absent.pt")
     peaks = iter([321.5, "failed (exit 1): boom"])
     monkeypatch.setattr(_bench_predict, "_child_peak", lambda args, image, size: next(peaks))
     assert bench.main([*_PREDICT_SMALL, "--width", "4", "--depth", "2", "--threads", "1"]) == 1
