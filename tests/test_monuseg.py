@@ -21,33 +21,6 @@ from nucseg.data.monuseg import (
 )
 from nucseg.errors import AnnotationError, ImageReadError, LayoutError, ShapeMismatchError
 
-# image_id, split, organ of all 44 MoNuSeg 2018 images (facts from the dataset's organs.csv)
-MONUSEG_ORGANS = """
-TCGA-18-5592-01Z-00-DX1 train liver;TCGA-21-5784-01Z-00-DX1 train liver
-TCGA-21-5786-01Z-00-DX1 train liver;TCGA-2Z-A9J9-01A-01-TS1 test kidney
-TCGA-38-6178-01Z-00-DX1 train liver;TCGA-44-2665-01B-06-BS6 test lung
-TCGA-49-4488-01Z-00-DX1 train liver;TCGA-50-5931-01Z-00-DX1 train liver
-TCGA-69-7764-01A-01-TS1 test lung;TCGA-A6-6782-01A-01-BS1 test colon
-TCGA-A7-A13E-01Z-00-DX1 train breast;TCGA-A7-A13F-01Z-00-DX1 train breast
-TCGA-AC-A2FO-01A-01-TS1 test breast;TCGA-AO-A0J2-01A-01-BSA test breast
-TCGA-AR-A1AK-01Z-00-DX1 train breast;TCGA-AR-A1AS-01Z-00-DX1 train breast
-TCGA-AY-A8YK-01A-01-TS1 train colon;TCGA-B0-5698-01Z-00-DX1 train kidney
-TCGA-B0-5710-01Z-00-DX1 train kidney;TCGA-B0-5711-01Z-00-DX1 train kidney
-TCGA-CH-5767-01Z-00-DX1 train prostate;TCGA-CU-A0YN-01A-02-BSB test bladder
-TCGA-DK-A2I6-01A-01-TS1 train bladder;TCGA-E2-A14V-01Z-00-DX1 train breast
-TCGA-E2-A1B5-01Z-00-DX1 train breast;TCGA-EJ-A46H-01A-03-TSC test prostate
-TCGA-FG-A4MU-01B-01-TS1 test brain;TCGA-G2-A2EK-01A-02-TSB train bladder
-TCGA-G9-6336-01Z-00-DX1 train prostate;TCGA-G9-6348-01Z-00-DX1 train prostate
-TCGA-G9-6356-01Z-00-DX1 train prostate;TCGA-G9-6362-01Z-00-DX1 train prostate
-TCGA-G9-6363-01Z-00-DX1 train prostate;TCGA-GL-6846-01A-01-BS1 test kidney
-TCGA-HC-7209-01A-01-TS1 test prostate;TCGA-HE-7128-01Z-00-DX1 train kidney
-TCGA-HE-7129-01Z-00-DX1 train kidney;TCGA-HE-7130-01Z-00-DX1 train kidney
-TCGA-HT-8564-01Z-00-DX1 test brain;TCGA-IZ-8196-01A-01-BS1 test kidney
-TCGA-KB-A93J-01A-01-TS1 train stomach;TCGA-NH-A8F7-01A-01-TS1 train colon
-TCGA-RD-A8N9-01A-01-TS1 train stomach;TCGA-ZF-A9R5-01A-01-TS1 test bladder
-"""
-ORGAN_ROWS = [tuple(e.split()) for e in MONUSEG_ORGANS.replace("\n", ";").split(";") if e]
-
 
 def xml_text(polygons, quote='"', y_first=False):
     """ImageScope-style XML with one Region per polygon of (x, y) vertices."""
