@@ -34,7 +34,7 @@ from nucseg.postprocess import (
 
 #: Default grid: 4 x 4 x 2 x 2 = 64 combinations (32 watershed runs per image). Its ranges come
 #: from a wider search on MoNuSeg validation images, where the best foreground thresholds were
-#: 0.7-0.8 and the best seeds small (``min_marker_size`` 3) and low (``marker_threshold`` 0.3-0.4).
+#: 0.7-0.8 and the best seeds small (``min_marker_size`` 3) and low (``marker_threshold`` 0.2-0.4).
 DEFAULT_GRID: dict[str, tuple] = {
     "fg_threshold": (0.5, 0.6, 0.7, 0.8),
     "marker_threshold": (0.2, 0.3, 0.4, 0.5),
