@@ -7,7 +7,7 @@ DATA   ?=
 OUT    ?= runs/$(PROFILE)
 STAMP  := $(VENV)/.installed
 
-.PHONY: test report venv lint nbval clean bench
+.PHONY: test report venv lint nbval clean bench rescore
 
 venv: $(STAMP)
 
@@ -30,6 +30,18 @@ test: $(STAMP)
 ## make report: run every notebook headless with papermill (PROFILE=demo by default)
 report: $(STAMP)
 	$(BIN)/nucseg report --profile $(PROFILE) --out $(OUT) $(if $(DATA),--data $(DATA))
+
+## make rescore: score the committed U-Net weights on the MoNuSeg test set again (e.g. after a
+## ground-truth fix) without retraining, re-render 01 and 05, and log the scoring in the model card
+MONUSEG ?= ../shared/monuseg
+WEIGHTS := nucseg/weights/unet_monuseg_cpu.pt
+rescore: $(STAMP)
+	$(BIN)/nucseg predict --method unet --tta flips $(MONUSEG)/test/images \
+		--out runs/monuseg-cpu/predictions/unet/test
+	$(BIN)/nucseg report --profile monuseg-cpu --data $(MONUSEG) --only 01 05 --render
+	$(BIN)/python -m nucseg.model_card rescore $(WEIGHTS) runs/monuseg-cpu/metrics/unet.csv \
+		--commit "$$(git rev-parse --short HEAD)" --date "$$(date +%F)" --how "make rescore" \
+		--ground-truth "$$($(BIN)/python -c 'from nucseg.data.poly2mask import GROUND_TRUTH_RULE as r; print(r)')"
 
 lint: $(STAMP)
 	$(BIN)/ruff check nucseg tests

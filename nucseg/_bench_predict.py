@@ -44,7 +44,7 @@ def _load_unet(args: argparse.Namespace) -> tuple[Any, Any, str]:
     if args.weights or path.is_file():
         model, checkpoint = load_model(path, device=args.device)
         params = postprocess_from(checkpoint) or PostprocessParams()
-        return model, params, f"weights {path} ({checkpoint['model']})"
+        return model, params, f"weights {path} ({model.build_spec})"
     kwargs = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
     model = build_model("unet", **kwargs)
     arch = f"width {model.width}, depth {model.depth}"
@@ -80,7 +80,7 @@ def _predict_stages(
     image = _sized(read_image(path), args.size)
     times["network"] = time.perf_counter()
     probs = predict_probabilities(
-        model, image, args.tile, args.overlap, device=args.device, progress=False
+        model, image, tile=args.tile, overlap=args.overlap, device=args.device, progress=False
     )
     times["post"] = time.perf_counter()
     instances_from_three_class(probs, params)
@@ -136,11 +136,13 @@ def run_predict(args: argparse.Namespace) -> int:
     Returns:
         0, or 1 when a memory measurement failed.
     """
-    from nucseg.tiling import count_tiles
+    from nucseg.tiling import count_tiles, default_overlap
 
     for var in _THREAD_VARS:
         os.environ[var] = str(args.threads)
     model, params, note = _load_unet(args)
+    if args.overlap is None:
+        args.overlap = default_overlap(model, args.tile)
     print(f"threads: {args.threads}; device: {args.device}; {note}")
     n, th, tw = count_tiles(args.size, args.size, args.tile, args.overlap, model.multiple)
     side = f"{args.size}x{args.size}"
@@ -175,7 +177,8 @@ def _verdict(ok: bool, applies: bool) -> str:
     return ("met" if ok else "NOT met") if applies else "n/a at this size"
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """Argparse type of the benchmarks' counts and sizes (also used by `nucseg.bench`)."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
@@ -190,8 +193,8 @@ def add_predict_parsers(sub: argparse._SubParsersAction) -> None:
     """
     p = sub.add_parser("predict", help="time a whole-image U-Net prediction and its peak memory")
     _predict_options(p)
-    p.add_argument("--big", type=_positive_int, default=4096, help="side of the memory test")
-    p.add_argument("--repeats", type=_positive_int, default=3, help="timed predictions")
+    p.add_argument("--big", type=positive_int, default=4096, help="side of the memory test")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed predictions")
     p.set_defaults(func=run_predict)
     peak = sub.add_parser("predict-peak", help="internal: peak memory of one prediction")
     _predict_options(peak)
@@ -200,13 +203,15 @@ def add_predict_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _predict_options(p: argparse.ArgumentParser) -> None:
-    from nucseg.infer import UNET_OVERLAP, UNET_TILE
+    from nucseg.infer import UNET_TILE
 
     p.add_argument("--weights", help="checkpoint (default: the packaged one, else untrained)")
-    p.add_argument("--width", type=_positive_int, help="untrained U-Net width (default 16)")
-    p.add_argument("--depth", type=_positive_int, help="untrained U-Net depth (default 4)")
-    p.add_argument("--size", type=_positive_int, default=1000, help="image side in pixels")
-    p.add_argument("--threads", type=_positive_int, default=2, help="torch / BLAS threads")
+    p.add_argument("--width", type=positive_int, help="untrained U-Net width (default 16)")
+    p.add_argument("--depth", type=positive_int, help="untrained U-Net depth (default 4)")
+    p.add_argument("--size", type=positive_int, default=1000, help="image side in pixels")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch / BLAS threads")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
-    p.add_argument("--tile", type=_positive_int, default=UNET_TILE, help="largest tile side")
-    p.add_argument("--overlap", type=int, default=UNET_OVERLAP, help="minimal tile overlap")
+    p.add_argument("--tile", type=positive_int, default=UNET_TILE, help="largest tile side")
+    p.add_argument(
+        "--overlap", type=int, help="minimal tile overlap (default: half the receptive field)"
+    )

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from nucseg import _reference_metrics as ref
 from nucseg import metrics
-from nucseg._bench_predict import add_predict_parsers
+from nucseg._bench_predict import add_predict_parsers, positive_int
 from nucseg.errors import NucsegError
 
 T = TypeVar("T")
@@ -194,24 +194,17 @@ def run_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser with one sub-command per benchmark."""
     parser = argparse.ArgumentParser(prog="python -m nucseg.bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("metrics", help="time fast metrics against the literal reference")
-    m.add_argument("--repeats", type=_positive_int, default=20, help="fast-path repeats")
+    m.add_argument("--repeats", type=positive_int, default=20, help="fast-path repeats")
     m.add_argument(
-        "--reference-repeats", type=_positive_int, default=1, help="reference repeats (slow)"
+        "--reference-repeats", type=positive_int, default=1, help="reference repeats (slow)"
     )
-    m.add_argument("--size", type=_positive_int, default=1000, help="image side in pixels")
-    m.add_argument("--nuclei", type=_positive_int, default=500, help="number of GT nuclei")
+    m.add_argument("--size", type=positive_int, default=1000, help="image side in pixels")
+    m.add_argument("--nuclei", type=positive_int, default=500, help="number of GT nuclei")
     m.add_argument("--seed", type=int, default=0, help="synthetic-image seed")
     m.set_defaults(func=run_metrics)
 

@@ -1,22 +1,27 @@
-"""Training checkpoints: atomic save, safe load, model rebuild and compact weight export.
+"""Training checkpoints: atomic save, safe load, network rebuild and compact weight export.
 
-A checkpoint is a plain dict (``FORMAT`` 1)::
+A checkpoint (``FORMAT`` 2) is a plain dict holding every named network of a training method::
 
-    {"format": 1, "model": {"name", "kwargs"}, "state_dict", "optimizer", "scheduler", "scaler",
-     "epoch", "step", "rng": {"python", "numpy", "torch", "cuda"}, "best": {"val_aji", "epoch"},
-     "history": [row, ...], "postprocess": {PostprocessParams fields} | None, "meta": {...}}
+    {"format": 2, "method": "unet" | "pix2pix" | ...,
+     "networks": {name: {"spec": {"name", "kwargs"}, "state_dict"}},
+     "optimizers": {name: state}, "schedulers": {name: state}, "scaler": state,
+     "epoch", "step", "rng": {"python", "numpy", "torch", "cuda"},
+     "best": {"monitor", "value", "epoch"}, "history": [row, ...], "extra": {...},
+     "postprocess": {PostprocessParams fields} | None, "meta": {...}}
 
-Everything in it is loadable with ``torch.load(weights_only=True)`` (tensors, numbers, strings,
-lists, tuples, dicts), so loading a checkpoint never runs pickled code. ``meta`` must stay
-within those types (strings, numbers, lists, dicts).
+Exported weights are the same format with one network and no optimiser state. Format 1 (one
+network under ``"model"`` / ``"state_dict"``, as the committed U-Net weights of the first
+releases) still loads: :func:`load_checkpoint` upgrades it in memory to a format-2 dict whose
+only network is ``"net"``.
+
+Everything in a checkpoint is loadable with ``torch.load(weights_only=True)`` (tensors,
+numbers, strings, lists, tuples, dicts), so loading one never runs pickled code.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,8 +33,10 @@ from torch import nn
 from nucseg.errors import NucsegError
 from nucseg.models import build_model
 from nucseg.postprocess import PostprocessParams
+from nucseg.runtime import atomic_write
 
-FORMAT = 1
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
 #: Largest exported weights file meant for committing to the repository.
 MAX_EXPORT_MB = 20.0
 
@@ -38,11 +45,32 @@ class CheckpointError(NucsegError, ValueError):
     """A checkpoint file is missing, unreadable or not a nucseg checkpoint."""
 
 
+def network_entry(net: nn.Module) -> dict[str, Any]:
+    """``{"spec", "state_dict"}`` of a network made by ``nucseg.models.build_model``."""
+    spec = getattr(net, "build_spec", None)
+    if spec is None:
+        raise CheckpointError(f"{type(net).__name__} was not built by nucseg.models.build_model")
+    return {"spec": dict(spec), "state_dict": net.state_dict()}
+
+
+def weights_checkpoint(
+    networks: Mapping[str, nn.Module],
+    method: str | None = None,
+    postprocess: Mapping[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An inference-only format-2 checkpoint of built networks (what :func:`load_model` reads)."""
+    return {
+        "format": FORMAT,
+        "method": method,
+        "networks": {name: network_entry(net) for name, net in networks.items()},
+        "postprocess": dict(postprocess) if postprocess is not None else None,
+        "meta": dict(meta or {}),
+    }
+
+
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
     """Write a checkpoint atomically: a crash leaves the previous file intact.
-
-    The dict is written to a temporary file in the same folder, flushed and fsync-ed, then
-    renamed over ``path`` with ``os.replace`` (atomic on POSIX and Windows).
 
     Args:
         checkpoint: Dict to save (see the module docstring).
@@ -52,48 +80,39 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
         ``path`` as a Path.
 
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(checkpoint, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    with atomic_write(path) as tmp:
+        torch.save(checkpoint, tmp)
+    return Path(path)
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Persist the rename itself (best effort: not every platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def _upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 dict (one network) as format 2, with that network named ``"net"``."""
+    old = dict(checkpoint)
+    best = old.pop("best", None) or {}
+    upgraded = {
+        "format": FORMAT,
+        "method": old.get("model", {}).get("name", "unet"),
+        "networks": {"net": {"spec": old.pop("model"), "state_dict": old.pop("state_dict")}},
+        "best": {"monitor": "val_aji", "value": best.get("val_aji"), "epoch": best.get("epoch")},
+    }
+    for key in ("optimizer", "scheduler"):
+        if key in old:
+            upgraded[f"{key}s"] = {"net": old.pop(key)}
+    return {**old, **upgraded}
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint (or exported weights) written by this module.
+    """Read a checkpoint or exported weights (format 1 or 2), as a format-2 dict.
 
     Args:
         path: Checkpoint file.
         map_location: Where tensors are loaded.
 
     Returns:
-        The checkpoint dict.
+        The checkpoint dict (see the module docstring).
 
     Raises:
-        CheckpointError: Missing or unreadable file, or not a format-1 nucseg checkpoint.
+        CheckpointError: Missing or unreadable file, or not a nucseg checkpoint.
 
     """
     path = Path(path)
@@ -105,13 +124,75 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"{path}: cannot read checkpoint ({type(err).__name__}: {err})"
         ) from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
-        found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint)
-        raise CheckpointError(f"{path}: not a nucseg checkpoint of format {FORMAT} ({found=})")
-    for key in ("model", "state_dict"):
+    found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint)
+    if found not in READABLE_FORMATS:
+        raise CheckpointError(f"{path}: not a nucseg checkpoint of format 1 or 2 ({found=})")
+    needed = ("model", "state_dict") if found == 1 else ("networks",)
+    for key in needed:
         if key not in checkpoint:
             raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
+    if found == 1:
+        checkpoint = _upgrade(checkpoint)
+    for name, entry in checkpoint["networks"].items():
+        if not isinstance(entry, dict) or not {"spec", "state_dict"} <= set(entry):
+            raise CheckpointError(f"{path}: network {name!r} lacks its spec or state_dict")
     return checkpoint
+
+
+def network_names(checkpoint: Mapping[str, Any]) -> list[str]:
+    """Names of the networks a (format-2) checkpoint holds, in stored order."""
+    return list(checkpoint["networks"])
+
+
+def _pick(checkpoint: Mapping[str, Any], network: str | None, path: str | Path) -> str:
+    names = network_names(checkpoint)
+    if network is None:
+        if len(names) != 1:
+            raise CheckpointError(f"{path}: holds networks {names}; name the one you want")
+        return names[0]
+    if network not in names:
+        raise CheckpointError(f"{path}: no network {network!r}; it holds {names}")
+    return network
+
+
+def build_network(entry: Mapping[str, Any], label: str = "network") -> nn.Module:
+    """Rebuild one network from its checkpoint entry (half-precision weights become float32).
+
+    Raises:
+        CheckpointError: The spec names no known network, or the weights do not fit it.
+
+    """
+    spec = entry["spec"]
+    try:
+        net = build_model(spec["name"], **spec.get("kwargs", {}))
+        net.load_state_dict(entry["state_dict"])  # copy_ casts fp16 -> fp32
+    except (NucsegError, RuntimeError, KeyError) as err:
+        raise CheckpointError(f"{label}: cannot rebuild model {spec!r}: {err}") from None
+    return net
+
+
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", network: str | None = None
+) -> tuple[nn.Module, dict]:
+    """Rebuild one network of a checkpoint or exported weights, ready for inference.
+
+    Args:
+        path: File written by :func:`save_checkpoint` or :func:`export_weights`.
+        device: Device for the network.
+        network: Which network (e.g. ``"generator"``); None = the only one it holds.
+
+    Returns:
+        ``(model in eval mode on device, checkpoint dict)``; see :func:`postprocess_from`.
+
+    Raises:
+        CheckpointError: Unreadable file, an unknown or ambiguous network, or weights that do
+            not fit the stored model.
+
+    """
+    checkpoint = load_checkpoint(path)
+    name = _pick(checkpoint, network, path)
+    model = build_network(checkpoint["networks"][name], f"{path} [{name}]")
+    return model.to(device).eval(), checkpoint
 
 
 def capture_rng() -> dict[str, Any]:
@@ -149,53 +230,25 @@ def postprocess_from(checkpoint: dict[str, Any]) -> PostprocessParams | None:
     return None if stored is None else PostprocessParams(**stored)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare network inside a DDP / DataParallel wrapper (or the model itself)."""
-    return getattr(model, "module", model)
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild a network from a checkpoint or exported weights, ready for inference.
-
-    Half-precision exported weights are loaded back into the float32 network.
-
-    Args:
-        path: File written by :func:`save_checkpoint` or :func:`export_weights`.
-        device: Device for the network.
-
-    Returns:
-        ``(model in eval mode on device, checkpoint dict)``; see :func:`postprocess_from`.
-
-    Raises:
-        CheckpointError: Unreadable file, or weights that do not fit the stored model.
-
-    """
-    checkpoint = load_checkpoint(path)
-    spec = checkpoint["model"]
-    try:
-        model = build_model(spec["name"], **spec.get("kwargs", {}))
-        model.load_state_dict(checkpoint["state_dict"])  # copy_ casts fp16 -> fp32
-    except (NucsegError, RuntimeError, KeyError) as err:
-        raise CheckpointError(f"{path}: cannot rebuild model {spec!r}: {err}") from None
-    return model.to(device).eval(), checkpoint
-
-
 def export_weights(
     checkpoint_path: str | Path,
     out_path: str | Path,
+    network: str | None = None,
     half: bool = True,
     max_mb: float | None = MAX_EXPORT_MB,
     postprocess: Mapping[str, Any] | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a compact inference-only copy of a checkpoint (for committing weights).
+    """Write a compact inference-only copy of one network of a checkpoint (for committing).
 
-    Keeps ``format``, ``model``, ``state_dict`` (floating tensors in float16 when ``half``),
-    ``postprocess`` and ``meta`` (plus ``best`` and the source file name inside ``meta``).
+    The result is a format-2 checkpoint with that one network (floating tensors in float16
+    when ``half``), ``postprocess`` and ``meta`` (plus ``best``, the method and the source file
+    name inside ``meta``); :func:`load_model` reads it.
 
     Args:
         checkpoint_path: Training checkpoint.
         out_path: Destination file (written atomically).
+        network: Which network to export; None = the only one.
         half: Store floating-point tensors as float16 (halves the size).
         max_mb: Refuse (and remove) an export larger than this many MB; None disables.
         postprocess: ``PostprocessParams`` fields tuned after training (on validation images),
@@ -206,21 +259,25 @@ def export_weights(
         ``out_path`` as a Path.
 
     Raises:
-        CheckpointError: Unreadable checkpoint, or the export exceeds ``max_mb``.
+        CheckpointError: Unreadable checkpoint, unknown network, or the export exceeds
+            ``max_mb``.
 
     """
     checkpoint = load_checkpoint(checkpoint_path)
+    name = _pick(checkpoint, network, checkpoint_path)
+    entry = checkpoint["networks"][name]
     state = {
         key: value.half() if half and value.is_floating_point() else value
-        for key, value in checkpoint["state_dict"].items()
+        for key, value in entry["state_dict"].items()
     }
     facts = dict(checkpoint.get("meta") or {})
     facts.update(best=checkpoint.get("best"), exported_from=Path(checkpoint_path).name)
+    facts.update(method=checkpoint.get("method"), network=name)
     facts.update(meta or {})
     exported = {
         "format": FORMAT,
-        "model": checkpoint["model"],
-        "state_dict": state,
+        "method": checkpoint.get("method"),
+        "networks": {name: {"spec": entry["spec"], "state_dict": state}},
         "postprocess": dict(postprocess) if postprocess else checkpoint.get("postprocess"),
         "meta": facts,
     }

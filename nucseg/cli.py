@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     unet.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     unet.add_argument("--tile", type=int, help="largest tile side in pixels (default 1024)")
-    unet.add_argument("--overlap", type=int, help="minimal tile overlap in pixels (default 64)")
+    unet.add_argument(
+        "--overlap", type=int, help="minimal tile overlap in pixels (default: half receptive field)"
+    )
     pr.set_defaults(func=_predict)
 
     sub.add_parser(

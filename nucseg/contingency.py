@@ -23,7 +23,8 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from nucseg.errors import AnnotationError, ShapeMismatchError
+from nucseg.errors import ShapeMismatchError
+from nucseg.labels import as_label_map
 
 __all__ = ["Contingency", "contingency"]
 
@@ -108,19 +109,10 @@ class Contingency:
         return _max_iou_pairing(self)
 
 
-def _as_label_array(labels: np.ndarray, name: str) -> np.ndarray:
-    arr = np.asarray(labels)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        raise AnnotationError(f"{name} label map must have an integer dtype, got {arr.dtype}")
-    return arr
-
-
-def _codes(flat: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray | None, int]:
+def _codes(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int]:
     """Map labels to bin codes: (codes, id of each code or None when codes are the ids, n_codes)."""
     if flat.size == 0:
         return flat.astype(np.int64), None, 1
-    if np.issubdtype(flat.dtype, np.signedinteger) and flat.min() < 0:
-        raise AnnotationError(f"{name} label map has negative ids (min {flat.min()})")
     top = int(flat.max())
     if top < _RAW_ID_LIMIT:
         # uint64 + int64 would promote to float64 in the key arithmetic.
@@ -151,17 +143,18 @@ def contingency(gt: np.ndarray, pred: np.ndarray) -> Contingency:
 
     Raises:
         ShapeMismatchError: the two maps differ in shape.
-        AnnotationError: a map has a non-integer dtype or negative ids.
+        LabelMapError: a map has a non-integer dtype or negative ids (an `AnnotationError`).
 
     """
-    gt = _as_label_array(gt, "ground-truth")
-    pred = _as_label_array(pred, "prediction")
+    # Any number of dimensions: the table only needs matching shapes.
+    gt = as_label_map(gt, "ground truth", ndim=None)
+    pred = as_label_map(pred, "prediction", ndim=None)
     if gt.shape != pred.shape:
         raise ShapeMismatchError(
             f"ground truth has shape {gt.shape} but prediction has shape {pred.shape}"
         )
-    g_codes, g_map, ng = _codes(gt.ravel(), "ground-truth")
-    p_codes, p_map, npc = _codes(pred.ravel(), "prediction")
+    g_codes, g_map, ng = _codes(gt.ravel())
+    p_codes, p_map, npc = _codes(pred.ravel())
     n = g_codes.size
     # One combined key per pixel, g * npc + p; int32 halves memory traffic when it fits.
     key = g_codes.astype(np.int32 if ng * npc < 2**31 else np.int64)

@@ -21,3 +21,14 @@ class LayoutError(NucsegError, ValueError):
 
 class ShapeMismatchError(NucsegError, ValueError):
     """Two arrays that must share a shape do not (image vs. labels, ground truth vs. prediction)."""
+
+
+class LabelMapError(AnnotationError):
+    """An instance label map is not a non-negative integer array of the expected shape.
+
+    Raised by `nucseg.labels.as_label_map`, the one check every module runs on label maps,
+    whether ground truth, prediction or training crop. A subclass of `AnnotationError` because
+    a label map is an annotation in form (code catching `AnnotationError` around
+    `read_label_map` or the metrics keeps working), and so also a `ValueError` for callers
+    that expect one.
+    """

@@ -11,7 +11,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from nucseg.data.images import LABEL_SUFFIXES, read_label_map
-from nucseg.data.monuseg import discover, load_sample, organ_of
+from nucseg.data.monuseg import discover, load_sample, organ_of, read_xml_regions
+from nucseg.data.poly2mask import rasterise_polygons
 from nucseg.errors import LayoutError
 from nucseg.metrics import score, summarize
 
@@ -155,3 +156,41 @@ def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
         "| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)
     ]
     return "\n".join(lines)
+
+
+#: The readings of an XML annotation that :func:`annotation_readings` scores.
+READINGS = ("nucseg (exact)", "one-pixel shift", "later region wins")
+
+
+def annotation_readings(
+    xml_path: str | Path, shape: tuple[int, int], reference: np.ndarray | None = None
+) -> dict[str, float]:
+    """AJI of three readings of one XML annotation against the organisers' mask.
+
+    Each reading is scored as if it were a perfect segmentation, so ``1 - AJI`` is what that
+    reading of the ground truth costs every method scored against it:
+
+    - ``"nucseg (exact)"``: ``poly2mask`` on the vertices shifted to 0-based, first region
+      keeps an overlapped pixel (``nucseg.data.poly2mask``);
+    - ``"one-pixel shift"``: the raw 1-based vertices used as 0-based (first-wins);
+    - ``"later region wins"``: the right pixel convention, the opposite overlap rule.
+
+    Args:
+        xml_path: Aperio ImageScope XML file.
+        shape: Image ``(H, W)``.
+        reference: The organisers' (MATLAB-made) instance map; None = nucseg's exact reading.
+
+    Returns:
+        Reading name -> AJI against the reference.
+
+    """
+    regions = read_xml_regions(xml_path)
+    exact, _ = rasterise_polygons(regions, shape)
+    readings = {
+        READINGS[0]: exact,
+        READINGS[1]: rasterise_polygons([r + 1 for r in regions], shape)[0],
+        # first-wins on the reversed order is later-wins on the file order
+        READINGS[2]: rasterise_polygons(regions[::-1], shape)[0],
+    }
+    truth = exact if reference is None else reference
+    return {name: score(truth, labels).aji for name, labels in readings.items()}

@@ -46,8 +46,9 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 DEFAULT_UNET_WEIGHTS = Path(__file__).resolve().parent / "weights" / "unet_monuseg_cpu.pt"
 #: Default tiling of the U-Net predictor: a 1000x1000 MoNuSeg image is one padded 1024 tile
 #: (the cheapest on CPU: 256-pixel tiles cost 2.4x as much); larger images take tiles of at
-#: most 1024 pixels overlapping by at least 64.
-UNET_TILE, UNET_OVERLAP = 1024, 64
+#: most 1024 pixels overlapping by half the network's receptive field
+#: (`nucseg.tiling.default_overlap`) unless an overlap is given.
+UNET_TILE = 1024
 
 
 def _classical(**options: object) -> Predictor:
@@ -80,7 +81,7 @@ class UNetPredictor:
         tta: bool | str = False,
         device: str = "auto",
         tile: int = UNET_TILE,
-        overlap: int = UNET_OVERLAP,
+        overlap: int | None = None,
         batch_size: int = 4,
         postprocess: PostprocessParams | Mapping[str, Any] | None = None,
     ) -> None:
@@ -91,7 +92,8 @@ class UNetPredictor:
             tta: test-time augmentation: False, True (8 dihedral transforms) or ``"flips"``.
             device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
             tile: largest tile side, a multiple of ``2**depth`` of the network.
-            overlap: minimal overlap of neighbouring tiles, in pixels.
+            overlap: minimal overlap of neighbouring tiles, in pixels; None = half the
+                network's receptive field.
             batch_size: tiles per forward pass.
             postprocess: settings overriding the checkpoint's tuned ones (whole
                 `PostprocessParams`, or a mapping of fields to change).
@@ -101,7 +103,7 @@ class UNetPredictor:
             CheckpointError: unreadable weights file, or weights that do not fit the network.
         """
         from nucseg.checkpoint import load_model, postprocess_from
-        from nucseg.tiling import resolve_device
+        from nucseg.runtime import resolve_device
 
         path = Path(weights) if weights is not None else DEFAULT_UNET_WEIGHTS
         if weights is None and not path.is_file():

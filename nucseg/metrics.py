@@ -7,8 +7,8 @@ full-image mask is ever built.
 
 Inputs are two label maps of the same shape with any integer dtype; 0 is background and the other
 ids may be arbitrary non-negative integers (gaps and huge ids are fine). Every function raises
-`ShapeMismatchError` (both shapes in the message) when the shapes differ, and `AnnotationError`
-for a non-integer dtype (bool included) or negative ids.
+`ShapeMismatchError` (both shapes in the message) when the shapes differ, and `LabelMapError` (an
+`AnnotationError`) for a non-integer dtype (bool included) or negative ids.
 
 Definitions (IoU is always exact: intersection / union in pixels):
 

@@ -14,22 +14,26 @@ typically 150-600 pixels in area (14-28 pixels across).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.morphology import h_maxima
+from skimage.morphology import h_maxima, remove_small_objects
+from skimage.segmentation import relabel_sequential as sk_relabel_sequential
 from skimage.segmentation import watershed
 
 from nucseg.errors import NucsegError
+from nucseg.labels import as_label_map
 
 _CROSS = ndi.generate_binary_structure(2, 1)  # 4-connectivity
 _SQUARE = ndi.generate_binary_structure(2, 2)  # 8-connectivity
+_INT32_MAX = int(np.iinfo(np.int32).max)
 
 
 class PostprocessError(NucsegError, ValueError):
-    """A probability or label map, or a post-processing parameter, is invalid."""
+    """A probability map or a post-processing parameter is invalid (label maps: `LabelMapError`)."""
 
 
 @dataclass(frozen=True)
@@ -96,27 +100,17 @@ class PostprocessParams:
                 raise PostprocessError(f"PostprocessParams: {message}; got {self!r}")
 
 
-def _as_labels(labels: Any, name: str = "labels") -> np.ndarray:
-    """Validate a 2-D non-negative integer label map and return it as an ndarray."""
-    arr = np.asarray(labels)
-    if arr.ndim != 2:
-        raise PostprocessError(f"{name}: expected a 2-D label map, got shape {arr.shape}")
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        raise PostprocessError(f"{name}: expected integer instance ids, got dtype {arr.dtype}")
-    if arr.size and arr.min() < 0:
-        raise PostprocessError(f"{name}: instance ids must be >= 0 (0 = background)")
-    return arr
-
-
 def _to_int32(arr: np.ndarray) -> np.ndarray:
     """Copy a validated label map to int32, renumbering first if its ids do not fit."""
-    if arr.size and int(arr.max()) > np.iinfo(np.int32).max:
+    if arr.size and int(arr.max()) > _INT32_MAX:
         return relabel_sequential(arr)
     return arr.astype(np.int32, copy=True)
 
 
 def relabel_sequential(labels: np.ndarray) -> np.ndarray:
     """Renumber instance ids to 1..n in increasing order of the old ids; 0 stays background.
+
+    `skimage.segmentation.relabel_sequential` with the label-map check and an int32 result.
 
     Args:
         labels: 2-D non-negative integer label map.
@@ -125,55 +119,45 @@ def relabel_sequential(labels: np.ndarray) -> np.ndarray:
         New int32 label map (the input is not modified).
 
     Raises:
-        PostprocessError: not a 2-D non-negative integer map, or more than 2**31 - 1 instances.
+        LabelMapError: not a 2-D non-negative integer map.
+        PostprocessError: more than 2**31 - 1 instances.
     """
-    arr = _as_labels(labels)
-    if arr.size == 0:
+    arr = as_label_map(labels)
+    if arr.size == 0:  # skimage cannot take the max of an empty map
         return arr.astype(np.int32)
-    top = int(arr.max())
-    if top <= 4 * arr.size + 1024:
-        present = np.bincount(arr.ravel(), minlength=top + 1) > 0
-        present[0] = False
-        lut = np.zeros(top + 1, dtype=np.int64)
-        lut[present] = np.arange(1, int(present.sum()) + 1)
-        out = lut[arr]
-    else:  # sparse huge ids: sort-based
-        ids, inverse = np.unique(arr, return_inverse=True)
-        out = (inverse.reshape(arr.shape) + (0 if ids[0] == 0 else 1)).astype(np.int64)
-    if out.size and out.max() > np.iinfo(np.int32).max:
+    out = sk_relabel_sequential(arr)[0]  # keeps the input dtype
+    if out.dtype.itemsize > 4 and int(out.max()) > _INT32_MAX:
         raise PostprocessError("labels: more instances than int32 can hold")
-    return out.astype(np.int32)
+    return out.astype(np.int32, copy=False)
 
 
 def remove_small_instances(labels: np.ndarray, min_size: int) -> np.ndarray:
-    """Set instances smaller than ``min_size`` pixels to background; other ids are unchanged.
+    """Set instances smaller than ``min_size`` pixels to background and renumber the rest 1..n.
+
+    `skimage.morphology.remove_small_objects` on the ids, then `relabel_sequential`.
 
     Args:
         labels: 2-D non-negative integer label map.
         min_size: minimal instance area in pixels; 0 keeps everything.
 
     Returns:
-        New int32 label map (ids are kept unless they exceed the int32 range, in which case
-        they are renumbered; use `relabel_sequential` for ids 1..n).
+        New int32 label map with ids 1..n, in increasing order of the old ids.
 
     Raises:
-        PostprocessError: bad label map or negative ``min_size``.
+        LabelMapError: not a 2-D non-negative integer map.
+        PostprocessError: negative ``min_size``.
     """
-    arr = _as_labels(labels)
+    arr = as_label_map(labels)
     if min_size < 0:
         raise PostprocessError(f"min_size must be >= 0 pixels, got {min_size}")
-    out = _to_int32(arr)
-    if out.size == 0 or min_size == 0:
-        return out
-    if int(out.max()) <= 4 * out.size + 1024:
-        small = np.bincount(out.ravel()) < min_size
-        small[0] = False
-        out[small[out]] = 0
-    else:  # sparse huge ids: sort-based
-        ids, inverse, counts = np.unique(out, return_inverse=True, return_counts=True)
-        small = (counts < min_size) & (ids != 0)
-        out[small[inverse.reshape(out.shape)]] = 0
-    return out
+    # skimage counts areas with a bincount over the ids: renumber sparse huge ids first.
+    small_ids = arr.size == 0 or int(arr.max()) <= 4 * arr.size + 1024
+    out = _to_int32(arr) if small_ids else relabel_sequential(arr)
+    if out.size and min_size > 0:
+        with warnings.catch_warnings():  # a map holding a single nucleus is fine here
+            warnings.filterwarnings("ignore", "Only one label", UserWarning)
+            remove_small_objects(out, max_size=min_size - 1, out=out)  # drops size <= max_size
+    return relabel_sequential(out)
 
 
 def fill_instance_holes(labels: np.ndarray) -> np.ndarray:
@@ -190,9 +174,9 @@ def fill_instance_holes(labels: np.ndarray) -> np.ndarray:
         New int32 label map.
 
     Raises:
-        PostprocessError: bad label map.
+        LabelMapError: not a 2-D non-negative integer map.
     """
-    arr = _as_labels(labels)
+    arr = as_label_map(labels)
     out = _to_int32(arr)
     if out.size == 0 or not out.any():
         return out
@@ -235,14 +219,13 @@ def _fill_small_holes(mask: np.ndarray, max_hole_size: int) -> np.ndarray:
     return mask | fillable[holes]
 
 
-def _remove_small_blobs(mask: np.ndarray, min_size: int) -> np.ndarray:
-    """Drop 8-connected foreground components smaller than ``min_size`` pixels."""
-    if min_size <= 0:
+def _clean_mask(mask: np.ndarray, params: PostprocessParams) -> np.ndarray:
+    """Shared first step: fill small holes, drop 8-connected blobs under ``min_size`` pixels."""
+    if not mask.any():  # also covers zero-size maps
         return mask
-    blobs, _ = ndi.label(mask, structure=_SQUARE)
-    keep = np.bincount(blobs.ravel()) >= min_size
-    keep[0] = False
-    return keep[blobs]
+    if params.fill_holes:
+        mask = _fill_small_holes(mask, params.max_hole_size)
+    return remove_small_objects(mask, max_size=max(params.min_size - 1, 0), connectivity=2)
 
 
 def _label_unseeded(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -259,8 +242,7 @@ def _finish(labels: np.ndarray, mask: np.ndarray, params: PostprocessParams) -> 
     labels = _label_unseeded(labels.astype(np.int32), mask)
     if params.fill_holes:
         labels = fill_instance_holes(labels)
-    labels = remove_small_instances(labels, params.min_size)
-    return relabel_sequential(labels)
+    return remove_small_instances(labels, params.min_size)
 
 
 def _foreground_mask(fg: Any, threshold: float) -> np.ndarray:
@@ -322,11 +304,7 @@ def instances_from_foreground(
     """
     params = params or PostprocessParams()
     mask = _foreground_mask(fg, params.fg_threshold)
-    if not mask.any():  # also covers zero-size maps
-        return np.zeros(mask.shape, dtype=np.int32)
-    if params.fill_holes:
-        mask = _fill_small_holes(mask, params.max_hole_size)
-    mask = _remove_small_blobs(mask, params.min_size)
+    mask = _clean_mask(mask, params)
     if not mask.any():
         return np.zeros(mask.shape, dtype=np.int32)
     if params.split:
@@ -370,16 +348,12 @@ def instances_from_three_class(
         raise PostprocessError("probs: contains NaN or infinite values")
     inside, boundary = arr[1].astype(np.float32), arr[2].astype(np.float32)
     mask = (inside + boundary) > params.fg_threshold
-    if not mask.any():  # also covers zero-size maps
-        return np.zeros(mask.shape, dtype=np.int32)
-    if params.fill_holes:
-        mask = _fill_small_holes(mask, params.max_hole_size)
-    mask = _remove_small_blobs(mask, params.min_size)
+    mask = _clean_mask(mask, params)
     if not mask.any():
         return np.zeros(mask.shape, dtype=np.int32)
     seeds = ((inside - boundary) > params.marker_threshold) & mask
     markers, _ = ndi.label(seeds, structure=_SQUARE)
-    markers = relabel_sequential(remove_small_instances(markers, params.min_marker_size))
+    markers = remove_small_instances(markers, params.min_marker_size)
     surface = 1.0 - inside if params.flood == "inside" else boundary
     labels = watershed(surface, markers, mask=mask)
     return _finish(labels, mask, params)

@@ -275,7 +275,7 @@ def classify_errors(
 
     Raises:
         ShapeMismatchError: the maps differ in shape.
-        AnnotationError: a map has a non-integer dtype or negative ids.
+        LabelMapError: a map has a non-integer dtype or negative ids (an `AnnotationError`).
         ValueError: a threshold is out of range.
 
     """

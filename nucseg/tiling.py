@@ -1,22 +1,26 @@
-"""Whole-image prediction with a fully convolutional network, one tile at a time.
+"""Whole-image prediction with any fully convolutional network, one tile at a time.
 
-`predict_probabilities` slides a square window over the image (the last tile flush with each
-border), runs the network on batches of tiles and blends the overlapping softmax outputs with a
-smooth window: each tile's probabilities are weighted by a separable raised-cosine ramp that is
-low at the tile's edges (where zero padding inside the network distorts the output) and 1 in its
-centre, and the weighted sum is divided by the summed weights (separable, so kept as two 1-D
-profiles). Memory stays at one image-sized (C, H, W) accumulator plus one batch of tiles, so a
-4096x4096 image fits in a few GB.
+`predict_tiled` slides a square window over the image (the last tile flush with each border),
+runs the network on batches of tiles, turns each output into a map with an output hook
+(softmax probabilities for the U-Net, the raw ``tanh`` map of a GAN generator, ...), and blends
+the overlapping maps with a smooth window: each tile's map is weighted by a separable
+raised-cosine ramp that is low at the tile's edges (where zero padding inside the network
+distorts the output) and 1 in its centre, and the weighted sum is divided by the summed weights
+(separable, so kept as two 1-D profiles). Memory stays at one image-sized (C, H, W) accumulator
+plus one batch of tiles, so a 4096x4096 image fits in a few GB. `predict_probabilities` is the
+softmax case.
 
-Input is normalised by `image_to_tensor`, the same float32 [0, 1] scaling the training crops
-get in `nucseg.data.dataset`. This module imports only numpy, torch and `nucseg.errors`, so that
-floor-1 modules such as the dataset can import `image_to_tensor` from here.
+The overlap is a parameter; by default it is half the network's receptive field
+(``model.receptive_field``) where the network declares one, so that no output pixel that kept
+its full context is down-weighted for nothing. Input is scaled by
+`nucseg.runtime.image_to_tensor`, to [0, 1] (segmentation networks, as the training crops) or
+[-1, 1] (GAN generators).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -24,6 +28,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nucseg.errors import NucsegError
+from nucseg.runtime import ValueRange, autocast, image_to_tensor, resolve_device
+
+#: Output hooks by name: logits (N, C, h, w) -> the map that is blended.
+OUTPUTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "softmax": lambda logits: torch.softmax(logits, dim=1),
+    "sigmoid": torch.sigmoid,
+    "identity": lambda logits: logits,
+}
+#: Overlap for networks that do not declare a receptive field.
+DEFAULT_OVERLAP = 64
 
 WINDOW_FLOOR = 1e-2  # smallest blending weight, so every pixel has a positive total weight
 _PROGRESS_MIN_TILES = 64  # show a progress bar from this many tiles on (about 2000x2000 px)
@@ -31,33 +45,6 @@ _PROGRESS_MIN_TILES = 64  # show a progress bar from this many tiles on (about 2
 
 class TilingError(NucsegError, ValueError):
     """An image, a tiling setting or a model output is unusable for tiled prediction."""
-
-
-def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """Convert RGB image(s) to the network input: float32 in [0, 1], channels first.
-
-    uint8 values are divided by 255 (exactly as the training crops are); float input is taken
-    to be in [0, 1] already and only cast to float32.
-
-    Args:
-        image: (H, W, 3) or a batch (N, H, W, 3), uint8 or float.
-
-    Returns:
-        (3, H, W) or (N, 3, H, W) float32 tensor. It is a channels-first view of a
-        channels-last buffer, so ``.contiguous()`` copies it and
-        ``.contiguous(memory_format=torch.channels_last)`` does not.
-
-    Raises:
-        TilingError: wrong number of dimensions or channels, or a non-numeric dtype.
-    """
-    arr = np.asarray(image)
-    if arr.ndim not in (3, 4) or arr.shape[-1] != 3:
-        raise TilingError(f"image: expected (H, W, 3) or (N, H, W, 3) RGB, got shape {arr.shape}")
-    if arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
-        raise TilingError(f"image: expected uint8 or float in [0, 1], got dtype {arr.dtype}")
-    pixels = torch.from_numpy(np.ascontiguousarray(arr))
-    pixels = pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels.float()
-    return pixels.movedim(-1, -3)
 
 
 def window_1d(tile: int, overlap: int, floor: float = WINDOW_FLOOR) -> np.ndarray:
@@ -138,21 +125,14 @@ def tta_transforms(tta: bool | str | None) -> list[tuple[int, bool]]:
     raise TilingError(f"tta must be False, True, 'dihedral' or 'flips', got {tta!r}")
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as ``torch.device``."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def default_overlap(model: nn.Module, tile: int) -> int:
+    """Half the network's receptive field (``model.receptive_field``), else `DEFAULT_OVERLAP`.
 
-
-def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    if not amp:
-        return contextlib.nullcontext()
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:
-        dtype = torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    Capped below half the tile, so that tiles still advance.
+    """
+    field = getattr(model, "receptive_field", None)
+    overlap = DEFAULT_OVERLAP if field is None else -(-int(field) // 2)
+    return max(0, min(overlap, tile // 2 - 1))
 
 
 @contextlib.contextmanager
@@ -204,11 +184,11 @@ def _axis_weight(length: int, side: int, starts: list[int], ramp: np.ndarray) ->
     return total
 
 
-def predict_probabilities(
+def predict_tiled(
     model: nn.Module,
     image: np.ndarray,
     tile: int = 512,
-    overlap: int = 64,
+    overlap: int | None = None,
     device: str | torch.device = "cpu",
     tta: bool | str | None = False,
     batch_size: int = 4,
@@ -216,44 +196,55 @@ def predict_probabilities(
     amp: bool | None = None,
     multiple: int | None = None,
     progress: bool | None = None,
+    output: str | Callable[[torch.Tensor], torch.Tensor] = "softmax",
+    value_range: ValueRange = "unit",
 ) -> np.ndarray:
-    """Softmax probabilities of a segmentation network over a whole image, tile by tile.
+    """Blended output maps of a fully convolutional network over a whole image, tile by tile.
 
     The model runs in eval mode (its train/eval mode is restored afterwards) and is moved to
     ``device`` (and to channels-last memory format) in place; it must map (N, 3, h, w) to
-    (N, C, h, w) logits. Tiles (see `axis_tiles`: at most ``tile`` pixels a side, overlapping by
-    at least ``overlap``, the last flush with the border) are blended with `window_1d` weights.
+    (N, C, h, w). Tiles (see `axis_tiles`: at most ``tile`` pixels a side, overlapping by at
+    least ``overlap``, the last flush with the border) are blended with `window_1d` weights.
     An image side shorter than a tile is reflect-padded and the padding cropped off again.
-    With ``tta`` the probabilities of each transformed tile are mapped back and averaged.
+    With ``tta`` the maps of each transformed tile are mapped back and averaged.
 
-    Memory: the (C, H, W) float32 probability accumulator, two 1-D weight profiles and one
-    batch of tiles (the image is converted tile by tile).
+    Memory: the (C, H, W) float32 accumulator, two 1-D weight profiles and one batch of tiles
+    (the image is converted tile by tile).
 
     Args:
-        model: fully convolutional network returning logits (e.g. ``nucseg.models.UNet``).
+        model: fully convolutional network (e.g. ``nucseg.models.UNet``).
         image: (H, W, 3) uint8 RGB (float in [0, 1] is accepted too).
         tile: largest tile side in pixels, a multiple of ``multiple``.
-        overlap: minimal overlap of neighbouring tiles (and blending ramp length), in pixels.
+        overlap: minimal overlap of neighbouring tiles (and blending ramp length), in pixels;
+            None = `default_overlap` (half the network's receptive field).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
         tta: test-time augmentation, see `tta_transforms` (8 dihedral transforms for True).
         batch_size: tiles per forward pass.
         channels_last: channels-last memory format (faster convolutions on CPU and GPU);
             None = on.
-        amp: autocast to bf16 (fp16 on GPUs without bf16); None = on for CUDA only.
+        amp: autocast (`nucseg.runtime.autocast`); None = on for CUDA only.
         multiple: tile sides are multiples of this; None = ``model.multiple`` if the model has
             it (a U-Net of depth d: 2**d), else 1.
         progress: show a progress bar; None = only for images of many tiles.
+        output: a name in `OUTPUTS` (``"softmax"``, ``"sigmoid"``, ``"identity"``) or a
+            callable applied to each batch of raw outputs before blending.
+        value_range: network input scaling, ``"unit"`` ([0, 1]) or ``"symmetric"`` ([-1, 1]).
 
     Returns:
-        float32 (C, H, W) probabilities (C = 3 for [background, inside, boundary]),
-        summing to 1 over the first axis.
+        float32 (C, H, W) map (for ``"softmax"``: probabilities summing to 1 over axis 0).
 
     Raises:
-        TilingError: bad image or settings, or the model output has the wrong shape.
+        TilingError: bad image or settings, an unknown output hook, or the model output has
+            the wrong shape.
     """
     image = np.asarray(image)
     multiple = int(getattr(model, "multiple", 1) if multiple is None else multiple)
+    overlap = default_overlap(model, tile) if overlap is None else overlap
     _check_settings(image, tile, overlap, batch_size, multiple)
+    if isinstance(output, str):
+        if output not in OUTPUTS:
+            raise TilingError(f"output must be one of {sorted(OUTPUTS)} or a callable")
+        output = OUTPUTS[output]
     dev = resolve_device(device)
     channels_last = True if channels_last is None else channels_last
     amp = dev.type == "cuda" if amp is None else amp
@@ -272,16 +263,17 @@ def predict_probabilities(
     accum: np.ndarray | None = None
     show = len(positions) >= _PROGRESS_MIN_TILES if progress is None else progress
     bar = tqdm(total=len(positions), desc="tiles", unit="tile", disable=not show, leave=False)
-    with _evaluating(model), torch.inference_mode(), _autocast(dev, amp):
+    with _evaluating(model), torch.inference_mode(), autocast(dev, amp):
         for batch in _batches(positions, batch_size):
             tiles = np.stack([padded[y : y + side_y, x : x + side_x] for y, x in batch])
-            inputs = image_to_tensor(tiles).to(dev).contiguous(memory_format=memory_format)
+            inputs = image_to_tensor(tiles, value_range).to(dev)
+            inputs = inputs.contiguous(memory_format=memory_format)
             probs = None
             for k, flip in transforms:
                 view = _dihedral(inputs, k, flip)
                 logits = model(view)
                 _check_output(logits, len(batch), tuple(view.shape[2:]))
-                out = _undo_dihedral(torch.softmax(logits.float(), dim=1), k, flip)
+                out = _undo_dihedral(output(logits.float()), k, flip)
                 probs = out if probs is None else probs + out
             probs = (probs / len(transforms)).cpu().numpy()
             if accum is None:
@@ -296,6 +288,15 @@ def predict_probabilities(
     accum /= _axis_weight(big_h, side_y, starts_y, ramp_y)[None, :height, None]
     accum /= _axis_weight(big_w, side_x, starts_x, ramp_x)[None, None, :width]
     return np.ascontiguousarray(accum)
+
+
+def predict_probabilities(model: nn.Module, image: np.ndarray, **options: object) -> np.ndarray:
+    """Softmax probabilities of a segmentation network: `predict_tiled` with ``"softmax"``.
+
+    Returns:
+        float32 (C, H, W) probabilities (C = 3 for [background, inside, boundary]).
+    """
+    return predict_tiled(model, image, output="softmax", **options)
 
 
 def count_tiles(

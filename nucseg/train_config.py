@@ -1,4 +1,4 @@
-"""Settings and result of a training run: ``TrainConfig`` (built from profiles) and ``TrainResult``.
+"""Settings of a U-Net training run: ``TrainConfig``, built from profiles.
 
 Profiles (``params/<name>.yaml``) carry the training settings in the ``"04"`` notebook section
 (merged over ``common``); command-line ``--set key=value`` overrides reach the same fields.
@@ -9,13 +9,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
-from nucseg.errors import NucsegError
+from nucseg.engine import EngineError, EngineSettings
 from nucseg.losses import LossConfig
 from nucseg.postprocess import PostprocessParams
 from nucseg.profiles import load_profile, resolve_data_dir, section_parameters
@@ -23,8 +21,9 @@ from nucseg.profiles import load_profile, resolve_data_dir, section_parameters
 SCHEDULERS = ("cosine", "onecycle")
 
 
-class TrainConfigError(NucsegError, ValueError):
-    """A training setting is invalid or does not match the checkpoint being resumed."""
+#: A training setting is invalid or does not match the checkpoint being resumed (one error for
+#: the engine and the U-Net's settings).
+TrainConfigError = EngineError
 
 
 @dataclass
@@ -51,7 +50,7 @@ class TrainConfig:
         loss: :class:`nucseg.losses.LossConfig` (a dict is converted).
         boundary_width: Width in pixels of the boundary class of the targets.
         flip, rot90, elastic, hed_jitter: Augmentations (``hed_jitter`` = strength, 0 = off).
-        amp: Mixed precision (float16 autocast + GradScaler); None = on for CUDA only.
+        amp: Mixed precision (``nucseg.runtime.autocast``); None = on for CUDA only.
         channels_last: Channels-last memory format; None = on (faster on CUDA and the CPU).
         threads: CPU threads; None = all cores, shared among DDP processes.
         val_tile: Tile side of validation prediction (1024: a MoNuSeg image in one pass).
@@ -103,6 +102,7 @@ class TrainConfig:
             (self.epochs >= 1 and self.validate_every >= 1, "epochs, validate_every >= 1"),
             (0.0 <= self.val_fraction < 1.0, "val_fraction must be in [0, 1)"),
             (self.lr > 0 and self.weight_decay >= 0, "lr > 0 and weight_decay >= 0"),
+            (self.max_minutes is None or self.max_minutes >= 0, "max_minutes must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -132,6 +132,14 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in params.items() if k in names}).with_overrides(overrides)
 
+    def engine_settings(self) -> EngineSettings:
+        """The part of the config the training engine uses."""
+        return EngineSettings(
+            out_dir=self.out_dir, epochs=self.epochs, max_minutes=self.max_minutes,
+            validate_every=self.validate_every, seed=self.seed, device=self.device,
+            amp=self.amp, channels_last=self.channels_last, threads=self.threads,
+        )  # fmt: skip
+
     def with_overrides(self, overrides: Mapping[str, Any]) -> TrainConfig:
         """Return a copy with fields replaced (``"loss.boundary_weight"`` style keys allowed).
 
@@ -151,45 +159,6 @@ class TrainConfig:
                 target[name] = value
         values["loss"] = loss
         return type(self)(**values)
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What :func:`train` did (on DDP, meaningful on rank 0).
-
-    Attributes:
-        best_val_aji: Best mean validation AJI (None without a validation set).
-        best_epoch: Epoch (1-based) of ``best.pt``.
-        epochs_run: Completed epochs in total, including those before a resume.
-        seconds: Wall time of this call.
-        best_path: ``out_dir/best.pt``.
-        last_path: ``out_dir/last.pt``.
-        history_path: ``out_dir/history.csv``.
-        stopped_early: The ``max_minutes`` budget ended the run.
-
-    """
-
-    best_val_aji: float | None
-    best_epoch: int | None
-    epochs_run: int
-    seconds: float
-    best_path: Path
-    last_path: Path
-    history_path: Path
-    stopped_early: bool
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; a CUDA request without CUDA is an error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainConfigError(f"device {name!r} requested but CUDA is not available")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
 
 
 def plain_values(value: Any) -> Any:

@@ -28,7 +28,6 @@ from nucseg.metrics import aji
 from nucseg.postprocess import (
     PostprocessParams,
     instances_from_three_class,
-    relabel_sequential,
     remove_small_instances,
 )
 
@@ -152,7 +151,7 @@ def tune_postprocess(
                 size = combos[index].min_size
                 pred = labels
                 if size > shared.min_size:
-                    pred = relabel_sequential(remove_small_instances(labels, size))
+                    pred = remove_small_instances(labels, size)
                 scores[index, image_index] = aji(gt, pred)
             bar.update()
     bar.close()

@@ -19,14 +19,14 @@ def _checkpoint(seed=0, width=4):
     scheduler.step()
     return model, {
         "format": ckpt.FORMAT,
-        "model": {"name": "unet", "kwargs": {"width": width, "depth": 2}},
-        "state_dict": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "method": "unet",
+        "networks": {"net": ckpt.network_entry(model)},
+        "optimizers": {"net": optimizer.state_dict()},
+        "schedulers": {"net": scheduler.state_dict()},
         "epoch": 3,
         "step": 12,
         "rng": ckpt.capture_rng(),
-        "best": {"val_aji": 0.5, "epoch": 2},
+        "best": {"monitor": "val_aji", "value": 0.5, "epoch": 2},
         "history": [{"epoch": 1, "loss": 1.0, "val_aji": None}],
         "postprocess": ckpt.postprocess_to_dict(PostprocessParams(min_size=12)),
         "meta": {"config": {"lr": 1e-3, "out_dir": "runs/x"}},
@@ -38,9 +38,9 @@ def test_round_trip(tmp_path):
     path = ckpt.save_checkpoint(state, tmp_path / "sub" / "last.pt")
     loaded = ckpt.load_checkpoint(path)
     assert loaded["epoch"] == 3 and loaded["step"] == 12 and loaded["history"] == state["history"]
-    assert loaded["scheduler"] == state["scheduler"]
-    for key, value in state["state_dict"].items():
-        assert torch.equal(loaded["state_dict"][key], value)
+    assert loaded["schedulers"] == state["schedulers"]
+    for key, value in state["networks"]["net"]["state_dict"].items():
+        assert torch.equal(loaded["networks"]["net"]["state_dict"][key], value)
     assert ckpt.postprocess_from(loaded) == PostprocessParams(min_size=12)
     rebuilt, _ = ckpt.load_model(path)
     x = torch.rand(1, 3, 20, 20)
@@ -64,8 +64,9 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     ckpt.save_checkpoint(old, path)
     before = path.read_bytes()
 
-    def crash(obj, fh):
-        fh.write(b"half a checkpoint")
+    def crash(obj, target):
+        with open(target, "wb") as fh:
+            fh.write(b"half a checkpoint")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
@@ -87,10 +88,16 @@ def test_load_errors(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="not a nucseg checkpoint"):
         ckpt.load_checkpoint(tmp_path / "foreign.pt")
     _, state = _checkpoint()
-    state["model"]["kwargs"]["width"] = 8  # weights no longer fit
+    state["networks"]["net"]["spec"]["kwargs"]["width"] = 8  # weights no longer fit
     ckpt.save_checkpoint(state, tmp_path / "bad.pt")
     with pytest.raises(ckpt.CheckpointError, match="cannot rebuild"):
         ckpt.load_model(tmp_path / "bad.pt")
+    with pytest.raises(ckpt.CheckpointError, match="no network 'D'"):
+        ckpt.load_model(tmp_path / "bad.pt", network="D")
+    del state["networks"]
+    ckpt.save_checkpoint(state, tmp_path / "empty.pt")
+    with pytest.raises(ckpt.CheckpointError, match="lacks 'networks'"):
+        ckpt.load_checkpoint(tmp_path / "empty.pt")
 
 
 def test_export_weights_half_precision(tmp_path):
@@ -98,9 +105,10 @@ def test_export_weights_half_precision(tmp_path):
     source = ckpt.save_checkpoint(state, tmp_path / "best.pt")
     out = ckpt.export_weights(source, tmp_path / "unet.pt")
     exported = ckpt.load_checkpoint(out)
-    assert set(exported) == {"format", "model", "state_dict", "postprocess", "meta"}
-    assert all(v.dtype == torch.float16 for v in exported["state_dict"].values())
-    assert exported["meta"]["best"] == {"val_aji": 0.5, "epoch": 2}
+    assert set(exported) == {"format", "method", "networks", "postprocess", "meta"}
+    weights = exported["networks"]["net"]["state_dict"]
+    assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
+    assert exported["meta"]["best"] == {"monitor": "val_aji", "value": 0.5, "epoch": 2}
     assert out.stat().st_size < source.stat().st_size / 2
     rebuilt, _ = ckpt.load_model(out)
     x = torch.rand(1, 3, 16, 16)
@@ -133,3 +141,61 @@ def test_export_weights_takes_tuned_postprocess_and_meta(tmp_path):
     exported = load_checkpoint(out)
     assert exported["postprocess"] == {"min_size": 10}
     assert exported["meta"]["test_aji"] == 0.7 and exported["meta"]["profile"] == "x"
+
+
+def _two_networks():
+    torch.manual_seed(0)
+    return {
+        "G": build_model("unet", width=2, depth=1),
+        "D": build_model("unet", in_channels=6, num_classes=1, width=2, depth=1),
+    }
+
+
+def test_several_networks_load_and_export_by_name(tmp_path):
+    nets = _two_networks()
+    path = ckpt.save_checkpoint(ckpt.weights_checkpoint(nets, method="gan"), tmp_path / "g.pt")
+    assert ckpt.network_names(ckpt.load_checkpoint(path)) == ["G", "D"]
+    with pytest.raises(ckpt.CheckpointError, match="name the one you want"):
+        ckpt.load_model(path)
+    disc, _ = ckpt.load_model(path, network="D")
+    x = torch.rand(1, 6, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(disc(x), nets["D"].eval()(x))
+    out = ckpt.export_weights(path, tmp_path / "generator.pt", network="G", half=False)
+    exported = ckpt.load_checkpoint(out)
+    assert ckpt.network_names(exported) == ["G"] and exported["meta"]["network"] == "G"
+    generator, _ = ckpt.load_model(out)  # the only network: no name needed
+    y = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(generator(y), nets["G"].eval()(y))
+
+
+def test_format_1_files_still_load(tmp_path):
+    model = build_model("unet", width=4, depth=2)
+    old = {
+        "format": 1,
+        "model": {"name": "unet", "kwargs": {"width": 4, "depth": 2}},
+        "state_dict": model.state_dict(),
+        "postprocess": {"min_size": 30},
+        "meta": {"profile": "x"},
+        "best": {"val_aji": 0.5, "epoch": 3},
+    }
+    torch.save(old, tmp_path / "v1.pt")
+    loaded = ckpt.load_checkpoint(tmp_path / "v1.pt")
+    assert loaded["format"] == 2 and ckpt.network_names(loaded) == ["net"]
+    assert loaded["best"] == {"monitor": "val_aji", "value": 0.5, "epoch": 3}
+    rebuilt, _ = ckpt.load_model(tmp_path / "v1.pt")
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model.eval()(x))
+
+
+def test_committed_unet_weights_still_load():
+    from nucseg.infer import DEFAULT_UNET_WEIGHTS
+
+    if not DEFAULT_UNET_WEIGHTS.is_file():
+        pytest.skip("no committed U-Net weights")
+    model, state = ckpt.load_model(DEFAULT_UNET_WEIGHTS)
+    assert ckpt.postprocess_from(state) is not None
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)

@@ -1,5 +1,3 @@
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 import torch
@@ -8,21 +6,10 @@ from torch.utils.data import DataLoader
 from torchvision import tv_tensors
 
 from nucseg.data.augment import build_augmentation
-from nucseg.data.dataset import CropDataset, tile_positions
+from nucseg.data.dataset import CropDataset
+from nucseg.data.monuseg import Sample
 from nucseg.data.targets import three_class_target
-from nucseg.errors import ShapeMismatchError
-
-try:
-    from nucseg.data.monuseg import Sample
-except ImportError:  # pragma: no cover - only while monuseg.py is being written
-
-    @dataclass(frozen=True, eq=False)
-    class Sample:
-        image_id: str
-        image: np.ndarray
-        instances: np.ndarray
-        organ: str
-        split: str
+from nucseg.errors import LabelMapError, ShapeMismatchError
 
 
 def make_sample(image_id, shape, n, seed):
@@ -41,45 +28,14 @@ def samples():
     return [make_sample("a", (300, 340), 60, 0), make_sample("b", (90, 70), 8, 1)]
 
 
-def coverage(height, width, positions, crop):
-    counts = np.zeros((height, width), int)
-    for y, x in positions:
-        counts[y : y + crop, x : x + crop] += 1
-    return counts
-
-
-@pytest.mark.parametrize(
-    ("height", "width", "crop", "stride"),
-    [(1000, 1000, 256, 192), (300, 340, 64, 64), (256, 257, 256, 128), (50, 80, 64, 32)],
-)
-def test_tile_positions_cover_every_pixel_and_end_flush(height, width, crop, stride):
-    positions = tile_positions(height, width, crop, stride)
-    padded_h, padded_w = max(height, crop), max(width, crop)
-    counts = coverage(padded_h, padded_w, positions, crop)
-    assert counts.min() >= 1 and counts.shape == (padded_h, padded_w)
-    assert max(y for y, _ in positions) == padded_h - crop
-    assert max(x for _, x in positions) == padded_w - crop
-    assert len(set(positions)) == len(positions)
-
-
-def test_tile_positions_rejects_bad_stride():
-    with pytest.raises(ValueError, match="stride"):
-        tile_positions(100, 100, 32, 40)
-
-
-def test_tiled_dataset_covers_images_and_returns_tv_tensors(samples):
-    ds = CropDataset(samples, crop_size=64, mode="tiled", stride=48)
-    assert len(ds) == len(ds.tiles)
-    for index, sample in enumerate(samples):
-        positions = [(y, x) for i, y, x in ds.tiles if i == index]
-        h, w = sample.instances.shape
-        assert coverage(max(h, 64), max(w, 64), positions, 64).min() >= 1
+def test_items_are_tv_tensors_cut_at_their_position(samples):
+    ds = CropDataset(samples, crop_size=64, crops_per_epoch=6)
     image, mask = ds[0]
     assert isinstance(image, tv_tensors.Image) and isinstance(mask, tv_tensors.Mask)
     assert image.dtype == torch.float32 and image.shape == (3, 64, 64)
     assert mask.dtype == torch.int64 and mask.shape == (1, 64, 64)
-    sample_index, y, x = ds.position(5)
-    image, mask = ds[5]
+    sample_index, y, x = ds.position(4)
+    image, mask = ds[4]
     crop = samples[sample_index].image[y : y + 64, x : x + 64]
     np.testing.assert_allclose(image.numpy().transpose(1, 2, 0), crop / 255.0, atol=1e-6)
     np.testing.assert_array_equal(
@@ -88,8 +44,8 @@ def test_tiled_dataset_covers_images_and_returns_tv_tensors(samples):
 
 
 def test_small_images_are_padded_reflect_for_image_and_zero_for_mask(samples):
-    ds = CropDataset(samples[1:], crop_size=128, mode="tiled")
-    assert ds.tiles == [(0, 0, 0)]
+    ds = CropDataset(samples[1:], crop_size=128, crops_per_epoch=1)
+    assert ds.position(0) == (0, 0, 0)  # the padded image is exactly one crop
     image, mask = ds[0]
     small = samples[1]
     assert image.shape == (3, 128, 128)
@@ -169,8 +125,6 @@ def test_bad_inputs_raise_clear_errors(samples):
     bad = Sample("broken", np.zeros((10, 12, 3), np.uint8), np.zeros((10, 11), np.int32), "x", "t")
     with pytest.raises(ShapeMismatchError, match="broken"):
         CropDataset([bad])
-    with pytest.raises(ValueError, match="mode"):
-        CropDataset(samples, mode="sliding")
     with pytest.raises(ValueError, match="target"):
         CropDataset(samples, target="boundary")
     with pytest.raises(ValueError, match="at least one"):
@@ -178,6 +132,10 @@ def test_bad_inputs_raise_clear_errors(samples):
     gray = Sample("gray", np.zeros((10, 12), np.uint8), np.zeros((10, 12), np.int32), "x", "t")
     with pytest.raises(ValueError, match="gray"):
         CropDataset([gray])
+    for labels in (np.zeros((10, 12), np.float32), -np.ones((10, 12), np.int32)):
+        bad = Sample("labels", np.zeros((10, 12, 3), np.uint8), labels, "x", "t")
+        with pytest.raises(LabelMapError, match="labels instances"):
+            CropDataset([bad])
 
 
 def test_context_margin_is_cut_after_transform():

@@ -70,3 +70,24 @@ def test_method_scores_round_trip_and_results_table(tmp_path):
     md = markdown_table(results)
     assert md.splitlines()[0].startswith("| method | images | aji")
     assert len(md.splitlines()) == 3
+
+
+def test_annotation_readings_cost_of_each_pitfall(tmp_path):
+    from nucseg.evaluate import READINGS, annotation_readings
+
+    squares = [[(2, 2), (12, 2), (12, 12), (2, 12)], [(8, 8), (20, 8), (20, 20), (8, 20)]]
+    regions = "".join(
+        "<Region><Vertices>"
+        + "".join(f'<Vertex X="{x}" Y="{y}"/>' for x, y in sq)
+        + "</Vertices></Region>"
+        for sq in squares
+    )
+    path = tmp_path / "a.xml"
+    path.write_text(
+        f"<Annotations><Annotation><Regions>{regions}</Regions></Annotation></Annotations>"
+    )
+    scores = annotation_readings(path, (24, 24))
+    assert list(scores) == list(READINGS)
+    assert scores["nucseg (exact)"] == 1.0
+    assert scores["one-pixel shift"] < 0.9
+    assert scores["later region wins"] < 1.0  # the overlap of 4x4 pixels changes owner

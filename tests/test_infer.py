@@ -54,18 +54,12 @@ def test_expand_image_paths_errors(tmp_path):
 def _unet_checkpoint(path, postprocess=None):
     import torch
 
-    from nucseg.checkpoint import FORMAT, save_checkpoint
+    from nucseg.checkpoint import save_checkpoint, weights_checkpoint
     from nucseg.models import build_model
 
     torch.manual_seed(0)
     model = build_model("unet", width=4, depth=2)
-    checkpoint = {
-        "format": FORMAT,
-        "model": {"name": "unet", "kwargs": {"width": 4, "depth": 2}},
-        "state_dict": model.state_dict(),
-        "postprocess": postprocess,
-        "meta": {},
-    }
+    checkpoint = weights_checkpoint({"net": model}, method="unet", postprocess=postprocess)
     return save_checkpoint(checkpoint, path)
 
 

@@ -59,13 +59,28 @@ def square(lo, hi):
     return [(lo, lo), (hi, lo), (hi, hi), (lo, hi)]
 
 
-def test_overlap_later_region_wins_and_hidden(tmp_path):
+def test_overlap_first_region_wins_and_hidden(tmp_path):
     path = write_xml(tmp_path / "o.xml", [square(2, 8), square(5, 7), square(4.5, 12)])
     labels, stats = xml_to_instances(path, (16, 16, 3))
     assert labels.dtype == np.int32 and labels.shape == (16, 16)
     assert stats == XmlStats(n_regions=3, n_kept=3, n_degenerate=0, n_hidden=1)
-    assert set(np.unique(labels)) == {0, 1, 3}  # region 2 lies fully under region 3
-    assert labels[5, 5] == 3 and labels[2, 2] == 1
+    assert set(np.unique(labels)) == {0, 1, 3}  # region 2 lies fully inside region 1
+    # MATLAB (6, 6) is in regions 1 and 3: the first keeps it; region 3 keeps only the rest
+    assert labels[5, 5] == 1 and labels[2, 2] == 1 and labels[10, 10] == 3
+    assert (labels == 3).sum() == 8 * 8 - 4 * 4  # MATLAB 5..12 squared, minus 5..8 (region 1)
+
+
+def test_overlap_order_decides_the_owner(tmp_path):
+    # The same two squares in the other order: the pixels they share change owner.
+    first, _ = xml_to_instances(
+        write_xml(tmp_path / "a.xml", [square(2, 8), square(5, 12)]), (16, 16)
+    )
+    swapped, _ = xml_to_instances(
+        write_xml(tmp_path / "b.xml", [square(5, 12), square(2, 8)]), (16, 16)
+    )
+    np.testing.assert_array_equal(first > 0, swapped > 0)
+    assert first[6, 6] == 1 and swapped[6, 6] == 1  # shared pixel: always the first region
+    assert first[10, 10] == 2 and swapped[10, 10] == 1
 
 
 def test_degenerate_regions_skipped_and_counted(tmp_path):

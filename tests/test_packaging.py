@@ -2,7 +2,6 @@ import re
 from pathlib import Path
 
 import tomllib
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -10,16 +9,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def _pyproject_requirements():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     return project, project["dependencies"] + project["optional-dependencies"]["dev"]
-
-
-def test_environment_yml_matches_pyproject():
-    _, requirements = _pyproject_requirements()
-    env = yaml.safe_load((ROOT / "environment.yml").read_text())
-    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    listed = [r for r in pip_section if not r.startswith("-e")]
-    assert sorted(listed) == sorted(requirements)
-    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
-    assert python == "python>=3.10"
 
 
 def test_dependencies_are_ranges_not_pins():

@@ -1,7 +1,9 @@
+import warnings
+
 import numpy as np
 import pytest
 
-from nucseg.errors import NucsegError
+from nucseg.errors import LabelMapError, NucsegError
 from nucseg.postprocess import (
     PostprocessError,
     PostprocessParams,
@@ -145,8 +147,15 @@ def test_relabel_and_remove_small():
     assert out.dtype == np.int32
     np.testing.assert_array_equal(out, [[0, 2, 2, 0], [3, 3, 3, 0], [4, 0, 0, 1]])
     small = remove_small_instances(labels[:2], 3)
-    np.testing.assert_array_equal(small, [[0, 0, 0, 0], [40, 40, 40, 0]])
+    np.testing.assert_array_equal(small, [[0, 0, 0, 0], [1, 1, 1, 0]])
     assert small.dtype == np.int32
+    # 1000000000 and 3 are one pixel each; the huge id takes the renumber-first path.
+    expected = [[0, 1, 1, 0], [2, 2, 2, 0], [0, 0, 0, 0]]
+    np.testing.assert_array_equal(remove_small_instances(labels, 2), expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # skimage warns on a single id; it is fine here
+        one = remove_small_instances(np.array([[0, 9, 9]], np.uint8), 2)
+    np.testing.assert_array_equal(one, [[0, 1, 1]])
     np.testing.assert_array_equal(relabel_sequential(np.array([[5, 5], [5, 9]])), [[1, 1], [1, 2]])
 
 
@@ -159,10 +168,12 @@ def test_bad_input_errors():
         instances_from_three_class(np.zeros((2, 8, 8), np.float32))
     with pytest.raises(PostprocessError, match="float"):
         instances_from_three_class(np.zeros((3, 8, 8), np.int64))
-    with pytest.raises(PostprocessError, match=">= 0"):
+    with pytest.raises(LabelMapError, match=">= 0"):
         relabel_sequential(np.array([[-1, 0]]))
-    with pytest.raises(PostprocessError, match="integer"):
+    with pytest.raises(LabelMapError, match="integer"):
         remove_small_instances(np.zeros((4, 4), np.float32), 3)
+    with pytest.raises(PostprocessError, match="min_size"):
+        remove_small_instances(np.zeros((4, 4), np.int32), -1)
     with pytest.raises(NucsegError, match="min_distance"):
         PostprocessParams(min_distance=0)
     with pytest.raises(ValueError, match="flood"):

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from nucseg.runtime import image_to_tensor
 from nucseg.tiling import (
     TilingError,
     axis_tiles,
     count_tiles,
-    image_to_tensor,
+    default_overlap,
     predict_probabilities,
+    predict_tiled,
     tta_transforms,
     window_1d,
 )
@@ -124,19 +124,6 @@ def test_tta_transforms_are_distinct():
         tta_transforms("rot")
 
 
-def test_image_to_tensor_matches_training_dataset():
-    from nucseg.data.dataset import CropDataset
-
-    image = _image(48, 48, seed=5)
-    sample = SimpleNamespace(image=image, instances=np.zeros((48, 48), np.int32), image_id="x")
-    crop, _ = CropDataset([sample], crop_size=48, mode="tiled")[0]
-    assert torch.equal(image_to_tensor(image), crop.as_subclass(torch.Tensor))
-    batch = image_to_tensor(np.stack([image, image]))
-    assert batch.shape == (2, 3, 48, 48) and batch.dtype == torch.float32
-    with pytest.raises(TilingError, match="RGB"):
-        image_to_tensor(np.zeros((8, 8), np.uint8))
-
-
 def test_window():
     w = window_1d(64, 16)
     assert w.shape == (64,) and np.allclose(w, w[::-1]) and w[32] == 1.0 and w.min() >= 1e-2
@@ -201,3 +188,27 @@ def test_train_mode_is_restored():
     model.eval()
     predict_probabilities(model, _image(32, 32), tile=32, overlap=8)
     assert not model.training
+
+
+def test_output_hook_and_input_range():
+    # A generator-like net: identity on its input, so the tiled output is the scaled image.
+    model = nn.Identity()
+    image = _image(40, 56, seed=3)
+    unit = predict_tiled(model, image, tile=32, overlap=8, output="identity")
+    np.testing.assert_allclose(unit, image.transpose(2, 0, 1) / 255.0, atol=1e-6)
+    symmetric = predict_tiled(model, image, tile=32, overlap=8, output="identity",
+                              value_range="symmetric")  # fmt: skip
+    np.testing.assert_allclose(symmetric, unit * 2 - 1, atol=1e-6)
+    doubled = predict_tiled(model, image, tile=32, overlap=8, output=lambda t: 2 * t)
+    np.testing.assert_allclose(doubled, 2 * unit, atol=1e-6)
+    with pytest.raises(TilingError, match="output must be one of"):
+        predict_tiled(model, image, tile=32, overlap=8, output="tanh-ish")
+
+
+def test_default_overlap_follows_the_receptive_field():
+    from nucseg.models import build_model
+
+    unet = build_model("unet", width=2, depth=3)
+    assert default_overlap(unet, 1024) == -(-unet.receptive_field // 2)
+    assert default_overlap(unet, 64) == 31  # capped below half a tile
+    assert default_overlap(nn.Identity(), 512) == 64  # no declared field: the fixed default

@@ -51,7 +51,12 @@ def test_two_epochs_write_history_and_checkpoints(demo, tmp_path):
     assert 0.0 <= result.best_val_aji <= 1.0
     assert result.best_val_aji == max(float(r["val_aji"]) for r in rows)
     model, state = ckpt.load_model(result.best_path)
-    assert state["best"] == {"val_aji": result.best_val_aji, "epoch": result.best_epoch}
+    assert state["best"] == {
+        "monitor": "val_aji",
+        "value": result.best_val_aji,
+        "epoch": result.best_epoch,
+    }
+    assert state["method"] == "unet" and ckpt.network_names(state) == ["net"]
     assert state["postprocess"] is not None and state["meta"]["config"]["width"] == 4
     assert model(torch.rand(1, 3, 40, 40)).shape == (1, 3, 40, 40)
 
@@ -66,14 +71,14 @@ def test_resume_reproduces_an_uninterrupted_run(demo, tmp_path):
     a = ckpt.load_checkpoint(straight.last_path)
     b = ckpt.load_checkpoint(resumed.last_path)
     assert a["step"] == b["step"] == 4
-    for key, value in a["state_dict"].items():
-        assert torch.allclose(value, b["state_dict"][key], atol=1e-6), key
+    for key, value in a["networks"]["net"]["state_dict"].items():
+        assert torch.allclose(value, b["networks"]["net"]["state_dict"][key], atol=1e-6), key
     assert [r["loss"] for r in a["history"]] == pytest.approx([r["loss"] for r in b["history"]])
 
 
 def test_resume_with_other_settings_is_refused(demo, tmp_path):
     train(_config(demo, tmp_path, epochs=1))
-    with pytest.raises(TrainConfigError, match="planned for 2 steps"):
+    with pytest.raises(TrainConfigError, match="plan {'total_steps': 2}"):
         train(_config(demo, tmp_path, epochs=3), resume=True)
 
 
@@ -93,12 +98,12 @@ def test_no_validation_set_keeps_last_as_best(demo, tmp_path):
 
 KILL_SCRIPT = """
 import sys, time
-from nucseg import train as t
-original = t.Trainer.train_one_epoch
+from nucseg import engine, train as t
+original = engine.Engine.train_one_epoch
 def slow(self, *args):
     time.sleep(0.3)  # leave time to be killed in the middle of the run
     return original(self, *args)
-t.Trainer.train_one_epoch = slow
+engine.Engine.train_one_epoch = slow
 t.train(t.TrainConfig(**eval(sys.argv[1])))
 """
 
@@ -125,6 +130,11 @@ def test_resume_after_kill_9(demo, tmp_path):
     assert [int(r["epoch"]) for r in rows] == list(range(1, 13))
     assert [int(r["step"]) for r in rows] == list(range(2, 26, 2))
     assert [r["val_aji"] != "" for r in rows] == [e % 4 == 0 for e in range(1, 13)]
+
+
+def test_negative_time_budget_is_refused(demo, tmp_path):
+    with pytest.raises(TrainConfigError, match="max_minutes"):
+        _config(demo, tmp_path, max_minutes=-1)
 
 
 def test_cli_reports_bad_settings(capsys, tmp_path):

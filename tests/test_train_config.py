@@ -8,7 +8,6 @@ from nucseg.train_config import (
     parse_overrides,
     plain_values,
     profile_config,
-    resolve_device,
 )
 
 
@@ -65,10 +64,7 @@ def test_profile_config_reads_params_folder():
     assert gpu.data_dir.endswith("shared/monuseg") and gpu.data_dir.startswith("/")
 
 
-def test_resolve_device_and_plain_values():
-    assert resolve_device("cpu") == torch.device("cpu")
-    if not torch.cuda.is_available():
-        assert resolve_device("auto") == torch.device("cpu")
-        with pytest.raises(TrainConfigError, match="CUDA is not available"):
-            resolve_device("cuda")
+def test_plain_values_and_engine_settings():
+    settings = TrainConfig(out_dir="runs/x", epochs=3, max_minutes=2.5).engine_settings()
+    assert (settings.out_dir, settings.epochs, settings.max_minutes) == ("runs/x", 3, 2.5)
     assert plain_values({"a": (1, None), "b": torch.device("cpu")}) == {"a": [1, None], "b": "cpu"}

@@ -56,3 +56,20 @@ def test_build_model_errors():
         build_model("nope")
     with pytest.raises(NucsegError, match="bad arguments"):
         build_model("unet", widht=4)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_receptive_field_bounds_what_an_output_pixel_sees(depth):
+    torch.manual_seed(0)
+    model = UNet(width=2, depth=depth).eval()
+    for name, module in list(model.named_modules()):  # GroupNorm's statistics are image-wide
+        if isinstance(module, torch.nn.GroupNorm):
+            parent = model.get_submodule(name.rpartition(".")[0])
+            setattr(parent, name.rpartition(".")[2], torch.nn.Identity())
+    side = 2 * model.receptive_field + 16
+    x = torch.rand(1, 3, side, side, requires_grad=True)
+    model(x)[0, :, side // 2, side // 2].sum().backward()
+    rows = torch.nonzero(x.grad.abs().sum(dim=(0, 1, 3)))
+    seen = int(rows.max() - rows.min() + 1)
+    assert seen <= model.receptive_field
+    assert seen >= model.receptive_field - 2 ** (depth + 1)  # tight, up to pooling phase

@@ -27,6 +27,7 @@ from scipy import ndimage as ndi
 from skimage.measure import approximate_polygon, find_contours
 
 from nucseg.errors import AnnotationError
+from nucseg.labels import as_label_map
 
 __all__ = ["polygons_from_instances", "write_imagescope_xml", "write_instances_xml"]
 
@@ -63,16 +64,11 @@ def polygons_from_instances(instances: np.ndarray, tolerance: float = 0.0) -> li
         vertex is not a repeat of the first).
 
     Raises:
-        AnnotationError: ``instances`` is not a 2-D integer array, or has negative ids.
+        LabelMapError: ``instances`` is not a 2-D integer array, or has negative ids (an
+            `AnnotationError`).
 
     """
-    instances = np.asarray(instances)
-    if instances.ndim != 2 or not np.issubdtype(instances.dtype, np.integer):
-        raise AnnotationError(
-            f"instance map must be a 2-D integer array, got {instances.dtype} {instances.shape}"
-        )
-    if instances.size and instances.min() < 0:
-        raise AnnotationError("instance map has negative ids; expected 0 (background) and ids > 0")
+    instances = as_label_map(instances, "instance map")
     polygons = []
     if not instances.any():
         return polygons
@@ -152,8 +148,8 @@ def write_imagescope_xml(
     The file holds one ``<Annotation>`` (named ``image_id``) whose ``<Regions>`` list one
     ``<Region Id="k">`` per polygon, k = 1..n in the given order, each with
     ``<Vertex X=.. Y=.. Z="0"/>`` points. ``nucseg.data.monuseg.read_xml_regions`` reads
-    them back in the same order (and ``xml_to_instances`` lets later regions win where
-    they overlap). The file is written to a temporary sibling and renamed into place, so
+    them back in the same order (and ``xml_to_instances`` lets the first region keep a
+    pixel where they overlap). The file is written to a temporary sibling and renamed into place, so
     readers never see a partial file; missing parent folders are created.
 
     Args:
@@ -224,7 +220,7 @@ def write_instances_xml(
         ``path`` as a Path.
 
     Raises:
-        AnnotationError: ``instances`` is not a 2-D integer array with ids >= 0.
+        LabelMapError: ``instances`` is not a 2-D integer array with ids >= 0.
 
     """
     polygons = polygons_from_instances(instances, tolerance=tolerance)

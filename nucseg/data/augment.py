@@ -13,17 +13,16 @@ from typing import Any
 
 import torch
 from scipy import ndimage as ndi
+from skimage.color import hed_from_rgb, rgb_from_hed
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import query_size
 from torchvision.transforms.v2.functional import is_pure_tensor
 
 # Ruifrok & Johnston (2001) stain vectors (rows: haematoxylin, eosin, DAB) in optical-density RGB,
-# the same matrix as skimage.color.rgb_from_hed.
-RGB_FROM_HED = torch.tensor(
-    [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float64
-)
-HED_FROM_RGB = torch.linalg.inv(RGB_FROM_HED)
+# and their inverse, as skimage.color.rgb2hed / hed2rgb use them.
+RGB_FROM_HED = torch.tensor(rgb_from_hed, dtype=torch.float64)
+HED_FROM_RGB = torch.tensor(hed_from_rgb, dtype=torch.float64)
 _OD_EPS = 1e-6  # as skimage: keeps log finite for black pixels
 
 

@@ -13,38 +13,13 @@ from torchvision import tv_tensors
 
 from nucseg.data.targets import three_class_target
 from nucseg.errors import ShapeMismatchError
+from nucseg.labels import as_label_map
+from nucseg.runtime import image_to_tensor
 
 if TYPE_CHECKING:
     from nucseg.data.monuseg import Sample
 
-MODES = ("random", "tiled")
 TARGETS = ("instances", "three_class")
-
-
-def tile_positions(height: int, width: int, crop_size: int, stride: int) -> list[tuple[int, int]]:
-    """Top-left corners of overlapping tiles covering an image, the last flush with the border.
-
-    Args:
-        height: Image height (an image smaller than ``crop_size`` gets a single tile at 0).
-        width: Image width.
-        crop_size: Tile side.
-        stride: Step between tiles (``<= crop_size`` so that tiles overlap or touch).
-
-    Returns:
-        ``(y, x)`` corners in row-major order.
-
-    Raises:
-        ValueError: If ``stride`` is not in ``[1, crop_size]``.
-
-    """
-    if not 1 <= stride <= crop_size:
-        raise ValueError(f"stride must be in [1, crop_size={crop_size}], got {stride}")
-
-    def starts(length: int) -> list[int]:
-        last = max(length - crop_size, 0)
-        return [*range(0, last, stride), last]
-
-    return [(y, x) for y in starts(height) for x in starts(width)]
 
 
 class CropDataset(Dataset):
@@ -52,13 +27,11 @@ class CropDataset(Dataset):
 
     Items are ``(tv_tensors.Image float32 (3, h, w) in [0, 1], tv_tensors.Mask int64 (1, h, w))``.
 
-    Modes:
-        * ``"random"``: crop ``i`` comes from sample ``i % len(samples)`` at a uniformly random
-          position. The position and the augmentation are drawn from generators seeded with
-          ``(seed, epoch, i)``, so a crop is reproducible whatever the worker that loads it and
-          different every epoch (call :meth:`set_epoch` before each epoch).
-        * ``"tiled"``: every image is covered by overlapping tiles from :func:`tile_positions`;
-          :attr:`tiles` lists ``(sample_index, y, x)`` per item (for stitching predictions).
+    Crop ``i`` comes from sample ``i % len(samples)`` at a uniformly random position. The
+    position and the augmentation are drawn from generators seeded with ``(seed, epoch, i)``, so
+    a crop is reproducible whatever the worker that loads it and different every epoch (call
+    :meth:`set_epoch` before each epoch). Whole-image prediction tiles images itself
+    (:mod:`nucseg.tiling`); both scale pixels with ``nucseg.runtime.image_to_tensor``.
 
     Images smaller than ``crop_size`` are padded at the bottom / right (reflect for the image, 0
     for the mask); positions refer to the padded image, whose top-left part is the original.
@@ -71,9 +44,7 @@ class CropDataset(Dataset):
         self,
         samples: Sequence[Sample],
         crop_size: int = 256,
-        mode: str = "random",
         crops_per_epoch: int | None = None,
-        stride: int | None = None,
         transform: Callable[..., Any] | None = None,
         seed: int = 0,
         target: str = "instances",
@@ -86,10 +57,8 @@ class CropDataset(Dataset):
             samples: Objects with ``.image`` (H, W, 3) uint8 (or float in [0, 1]),
                 ``.instances`` (H, W) integer and ``.image_id`` (e.g. ``Sample``).
             crop_size: Side of the square crops.
-            mode: ``"random"`` or ``"tiled"``.
-            crops_per_epoch: Length in random mode; default ``len(samples) * ceil(mean area /
-                crop_size**2)`` (about one coverage of the data per epoch). Ignored when tiled.
-            stride: Tile step in tiled mode; default ``3 * crop_size // 4`` (25 % overlap).
+            crops_per_epoch: Length of an epoch; default ``len(samples) * ceil(mean area /
+                crop_size**2)`` (about one coverage of the data per epoch).
             transform: Called as ``transform(image, mask)`` on the tv_tensors (e.g. from
                 :func:`nucseg.data.augment.build_augmentation`); torch's RNG is seeded per crop.
             seed: Base seed of crop positions and augmentations.
@@ -101,12 +70,11 @@ class CropDataset(Dataset):
                 tissue rather than the transform's zero fill. 0 disables.
 
         Raises:
-            ValueError: On bad parameters or an empty / malformed sample list.
+            ValueError: On bad parameters or an empty sample list, or an image that is not RGB.
+            LabelMapError: If an instance map is not a 2-D non-negative integer array.
             ShapeMismatchError: If a sample's image and instance map differ in height / width.
 
         """
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         if crop_size < 1:
@@ -114,7 +82,6 @@ class CropDataset(Dataset):
         if len(samples) == 0:
             raise ValueError("CropDataset needs at least one sample")
         self.crop_size = int(crop_size)
-        self.mode = mode
         self.transform = transform
         self.seed = int(seed)
         self.target = target
@@ -131,31 +98,20 @@ class CropDataset(Dataset):
             self.instances.append(labels)
             self.image_ids.append(str(getattr(sample, "image_id", len(self.image_ids))))
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
-
-        self.stride = int(stride) if stride is not None else max(1, 3 * self.crop_size // 4)
-        self.tiles: list[tuple[int, int, int]] = []
-        if mode == "tiled":
-            for index, (height, width) in enumerate(self._padded_shapes()):
-                for y, x in tile_positions(height, width, self.crop_size, self.stride):
-                    self.tiles.append((index, y, x))
-            self.crops_per_epoch = len(self.tiles)
-        else:
-            if crops_per_epoch is None:
-                mean_area = np.mean([h * w for h, w in self._padded_shapes()])
-                crops_per_epoch = len(self.images) * math.ceil(mean_area / self.crop_size**2)
-            if crops_per_epoch < 1:
-                raise ValueError(f"crops_per_epoch must be >= 1, got {crops_per_epoch}")
-            self.crops_per_epoch = int(crops_per_epoch)
+        if crops_per_epoch is None:
+            mean_area = np.mean([h * w for h, w in self._padded_shapes()])
+            crops_per_epoch = len(self.images) * math.ceil(mean_area / self.crop_size**2)
+        if crops_per_epoch < 1:
+            raise ValueError(f"crops_per_epoch must be >= 1, got {crops_per_epoch}")
+        self.crops_per_epoch = int(crops_per_epoch)
 
     @staticmethod
     def _check_sample(sample: Any) -> tuple[np.ndarray, np.ndarray]:
         image = np.asarray(sample.image)
-        labels = np.asarray(sample.instances)
         name = getattr(sample, "image_id", "<sample>")
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"{name}: image must be (H, W, 3) RGB, got shape {image.shape}")
-        if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"{name}: instances must be a 2-D integer map, got {labels.shape}")
+        labels = as_label_map(sample.instances, f"{name} instances")
         if image.shape[:2] != labels.shape:
             raise ShapeMismatchError(
                 f"{name}: image is {image.shape[:2]} but instance map is {labels.shape}"
@@ -201,8 +157,6 @@ class CropDataset(Dataset):
         """
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} crops")
-        if self.mode == "tiled":
-            return self.tiles[index]
         sample_index = index % len(self.images)
         height, width = self._padded_shapes()[sample_index]
         rng = self._rng(index, 0)
@@ -230,9 +184,8 @@ class CropDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         sample_index, y, x = self.position(index)
         image_np, labels_np = self._crop(sample_index, y, x)
-        pixels = torch.from_numpy(np.ascontiguousarray(image_np.transpose(2, 0, 1)))
-        pixels = pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels.float()
-        image = tv_tensors.Image(pixels)
+        # The one [0, 1] scaling that inference uses too (GAN methods rescale after augmenting).
+        image = tv_tensors.Image(image_to_tensor(image_np).contiguous())
         mask = tv_tensors.Mask(torch.from_numpy(labels_np.astype(np.int64))[None])
         if self.transform is not None:
             torch_seed = int(self._rng(index, 1).integers(2**62))

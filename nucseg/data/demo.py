@@ -8,8 +8,8 @@ deconvolution (``skimage.color.rgb2hed``, Macenko) therefore behaves as on real 
 A tile has eosin-pink stroma with wavy fibres, paler cytoplasm around nuclear clusters, white
 lumen regions, a few red blood cells, and hematoxylin-dark nuclei: irregular ellipses (a
 Fourier-perturbed boundary) with chromatin texture, of three kinds (dense lymphocyte-like,
-ordinary, vesicular with a dark rim and nucleoli). Nuclei may overlap: like MoNuSeg's XML
-rasterisation, the later-drawn nucleus wins in the instance map, so touching boundaries exist.
+ordinary, vesicular with a dark rim and nucleoli). Nuclei may overlap: the later-drawn nucleus
+lies on top in the image and so wins in the instance map, and touching boundaries exist.
 Instance ids are relabelled to 1..n after drawing (fully hidden nuclei vanish).
 
 Four pseudo-organs differ in stain vectors and strengths, nucleus size and density; like

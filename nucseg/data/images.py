@@ -16,6 +16,7 @@ import tifffile
 from PIL import Image, UnidentifiedImageError
 
 from nucseg.errors import AnnotationError, ImageReadError
+from nucseg.labels import as_label_map
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 LABEL_SUFFIXES = (".png", ".tif", ".tiff", ".npy")
@@ -198,8 +199,9 @@ def read_label_map(path: str | Path) -> np.ndarray:
         int32 array of shape (H, W).
 
     Raises:
-        AnnotationError: The file is missing, unreadable, not 2-D, not of an integer
-            type, or holds negative ids or ids beyond the int32 range.
+        AnnotationError: The file is missing or unreadable; its subclass `LabelMapError` when
+            the map is not 2-D, not of an integer type, or holds negative ids or ids beyond
+            the int32 range.
 
     """
     path = Path(path)
@@ -211,14 +213,7 @@ def read_label_map(path: str | Path) -> np.ndarray:
     labels = _label_array(path)
     if labels.ndim == 3 and labels.shape[-1] == 1:
         labels = labels[..., 0]
-    if labels.ndim != 2:
-        raise AnnotationError(f"{path}: label map must be 2-D, got shape {labels.shape}")
-    if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
-        raise AnnotationError(f"{path}: label map must hold integer ids, got dtype {labels.dtype}")
-    if labels.size and labels.min() < 0:
-        raise AnnotationError(f"{path}: label map has negative ids (min {labels.min()})")
-    if labels.size and labels.max() > np.iinfo(np.int32).max:
-        raise AnnotationError(f"{path}: label ids exceed the int32 range")
+    labels = as_label_map(labels, str(path), int32=True)
     return np.ascontiguousarray(labels, dtype=np.int32)
 
 
@@ -233,21 +228,15 @@ def write_label_map(path: str | Path, labels: np.ndarray) -> Path:
         The path written.
 
     Raises:
-        ValueError: Unsupported suffix, a non-integer or non-2-D array, negative ids, or
-            (PNG only) ids above 65535, which a 16-bit PNG cannot hold.
+        LabelMapError: A non-integer or non-2-D array, negative ids, or ids beyond the int32
+            range (a ValueError).
+        ValueError: Unsupported suffix, or (PNG only) ids above 65535, which a 16-bit PNG
+            cannot hold.
 
     """
     path = Path(path)
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"{path}: label map must be a 2-D integer array, got {labels.dtype} {labels.shape}"
-        )
+    labels = as_label_map(labels, str(path), int32=True)
     top = int(labels.max()) if labels.size else 0
-    if labels.size and labels.min() < 0:
-        raise ValueError(f"{path}: label map has negative ids")
-    if top > np.iinfo(np.int32).max:
-        raise ValueError(f"{path}: label ids exceed the int32 range")
     suffix = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".png":

@@ -50,8 +50,8 @@ class XmlStats:
         n_kept: Regions rasterised to at least one pixel (they get ids 1..n_kept).
         n_degenerate: Regions skipped: fewer than 3 distinct vertices, zero area, or no pixel
             centre inside the image (entirely outside, or too thin to cover a centre).
-        n_hidden: Kept regions that later overlapping regions covered completely, so
-            their id does not occur in the map.
+        n_hidden: Kept regions that earlier overlapping regions covered completely (the
+            first region keeps an overlapped pixel), so their id does not occur in the map.
 
     """
 
@@ -173,7 +173,8 @@ def xml_to_instances(path: str | Path, shape: Sequence[int]) -> tuple[np.ndarray
     so the cost grows with the outline length, not with the image size.
 
     Ids are 1..n in document order over the kept regions. Where regions overlap, the
-    later region wins; a region covered completely by later ones vanishes and its id is
+    **first** region keeps the pixel, as in the organisers' masks (see
+    ``nucseg.data.poly2mask``); a region covered completely by earlier ones vanishes and its id is
     missing from the map (ids are not renumbered; see ``XmlStats.n_hidden``). Degenerate
     regions are skipped and counted, never raised.
 

@@ -1,7 +1,9 @@
 """Descriptive statistics of annotated nuclei: shapes, contacts, overlaps, and their summaries.
 
-The data chapter computes these once; the random-mask generator of the synthesis chapter and the
-class weights of the losses read the summaries it saves.
+Used by the data chapter (``notebooks/01_data_exploration.ipynb``) to describe the dataset; it
+saves `shape_statistics` of the training nuclei to ``stats/data_statistics.json`` in its run
+folder, for reference: no other module or chapter reads that file back. The class balance used
+for the loss weights is `nucseg.data.targets.class_balance`, not computed here.
 """
 
 from __future__ import annotations
@@ -13,13 +15,21 @@ import numpy as np
 import pandas as pd
 from skimage.measure import regionprops_table
 
-from nucseg.data.monuseg import rasterise_polygons, read_xml_regions
+from nucseg.data.monuseg import read_xml_regions
+from nucseg.data.poly2mask import rasterise_polygons
 
 SHAPE_PROPERTIES = ("area", "eccentricity", "solidity", "major_axis_length", "minor_axis_length")
 
 
 def touching_ids(instances: np.ndarray) -> np.ndarray:
-    """Ids of nuclei that share an edge (4-neighbourhood) with a different nucleus."""
+    """Ids of nuclei that share an edge (4-neighbourhood) with a different nucleus.
+
+    Args:
+        instances: (H, W) integer instance map, 0 = background.
+
+    Returns:
+        Sorted unique ids, in the map's dtype (empty when no two nuclei touch).
+    """
     labels = np.asarray(instances)
     touching = []
     for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
@@ -29,7 +39,16 @@ def touching_ids(instances: np.ndarray) -> np.ndarray:
 
 
 def nucleus_properties(instances: np.ndarray) -> pd.DataFrame:
-    """One row per nucleus: id, shape properties (pixels at 40x) and whether it touches another."""
+    """One row per nucleus: id, shape properties and whether it touches another.
+
+    Args:
+        instances: (H, W) integer instance map, 0 = background (cast to int32).
+
+    Returns:
+        Columns ``nucleus_id``, the `SHAPE_PROPERTIES` of ``skimage.measure.regionprops``
+        (areas and lengths in pixels) and ``touching`` (bool, see `touching_ids`), in
+        increasing id order.
+    """
     table = pd.DataFrame(
         regionprops_table(np.asarray(instances, np.int32), properties=("label", *SHAPE_PROPERTIES))
     ).rename(columns={"label": "nucleus_id"})
@@ -38,7 +57,15 @@ def nucleus_properties(instances: np.ndarray) -> pd.DataFrame:
 
 
 def dataset_nuclei(samples: Iterable) -> pd.DataFrame:
-    """Nucleus properties of many samples, with image_id, split and organ columns."""
+    """Nucleus properties of many samples, with image_id, split and organ columns.
+
+    Args:
+        samples: Objects with ``.image_id``, ``.split``, ``.organ`` and ``.instances`` (e.g.
+            ``nucseg.data.monuseg.Sample``).
+
+    Returns:
+        `nucleus_properties` of every sample, concatenated, after the three sample columns.
+    """
     frames = []
     for s in samples:
         table = nucleus_properties(s.instances)
@@ -50,7 +77,17 @@ def dataset_nuclei(samples: Iterable) -> pd.DataFrame:
 
 
 def image_summary(nuclei: pd.DataFrame, image_pixels: dict[str, int]) -> pd.DataFrame:
-    """Per image: organ, split, nucleus count, density per megapixel, touching fraction."""
+    """One row per image of a `dataset_nuclei` table.
+
+    Args:
+        nuclei: As returned by `dataset_nuclei`.
+        image_pixels: Pixel count (H * W) of every image id.
+
+    Returns:
+        Columns ``image_id``, ``split``, ``organ``, ``nuclei`` (count), ``mean_area``
+        (pixels), ``touching_fraction`` and ``per_megapixel`` (nuclei per 10**6 pixels),
+        sorted by image id. Images without any nucleus have no row.
+    """
     grouped = nuclei.groupby(["image_id", "split", "organ"], sort=True)
     table = grouped.agg(
         nuclei=("nucleus_id", "size"),
@@ -63,10 +100,16 @@ def image_summary(nuclei: pd.DataFrame, image_pixels: dict[str, int]) -> pd.Data
 
 
 def shape_statistics(nuclei: pd.DataFrame) -> dict:
-    """Summaries for a random nucleus-mask generator, per organ and overall.
+    """Size and shape summaries of nuclei, overall and per organ.
 
-    Areas are log-normal to a good approximation, so their log mean and log std are given;
-    eccentricity and solidity get mean, std and the 5th/95th percentiles.
+    Args:
+        nuclei: As returned by `dataset_nuclei` (any subset of rows, e.g. one split).
+
+    Returns:
+        ``{"all": summary, organ: summary, ...}``; each summary holds ``n``, the mean and
+        standard deviation of the log area (``log_area_mean``, ``log_area_std``; areas are
+        roughly log-normal), ``touching_fraction``, and for ``eccentricity`` and ``solidity``
+        a dict of ``mean``, ``std``, ``p05`` and ``p95``.
     """
 
     def summary(frame: pd.DataFrame) -> dict:
@@ -95,9 +138,20 @@ def shape_statistics(nuclei: pd.DataFrame) -> dict:
 def xml_overlaps(path: str | Path, shape: Sequence[int]) -> dict[str, int]:
     """Count overlapping polygons in an ImageScope XML file.
 
-    The polygons are rasterised in document order and in reverse order; a pixel covered by two
-    or more polygons gets a different owner in the two maps. Returns the number of regions, the
-    overlapped pixels, and the regions (in document order) that own or lose such a pixel.
+    The polygons are rasterised (`nucseg.data.poly2mask.rasterise_polygons`, later polygons
+    win) in document order and in reverse order; a pixel covered by two or more polygons gets
+    a different owner in the two maps (its last and its first polygon). Polygons the
+    rasteriser skips (degenerate, or outside the image) count in ``regions`` only.
+
+    Args:
+        path: ImageScope XML file.
+        shape: Image shape; only (H, W) is used.
+
+    Returns:
+        ``{"regions": number of regions in the file, "overlap_pixels": pixels covered by two
+        or more polygons, "overlapping_regions": regions that own such a pixel in either
+        order}``. A polygon covered only in the middle of a stack of three or more is not
+        counted.
     """
     regions = read_xml_regions(path)
     forward, kept = rasterise_polygons(regions, shape)

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from nucseg.labels import as_label_map
+
 BACKGROUND, INSIDE, BOUNDARY = 0, 1, 2
 CLASS_NAMES = ("bg", "inside", "boundary")
 
@@ -25,13 +27,7 @@ def _as_label_map(instances: Any) -> np.ndarray:
     labels = np.asarray(instances)
     if labels.ndim == 3 and labels.shape[0] == 1:  # (1, H, W) masks as produced by CropDataset
         labels = labels[0]
-    if labels.ndim != 2:
-        raise ValueError(f"instance map must be 2-D (H, W), got shape {labels.shape}")
-    if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"instance map must have an integer dtype, got {labels.dtype}")
-    if labels.size and labels.min() < 0:
-        raise ValueError("instance map has negative ids; 0 is background and ids must be positive")
-    return labels
+    return as_label_map(labels, "instance map")
 
 
 def _label_windows(labels: np.ndarray, margin: int) -> Iterator[tuple[int, tuple[slice, slice]]]:
@@ -66,7 +62,8 @@ def three_class_target(instances: np.ndarray, boundary_width: int = 2) -> np.nda
         uint8 (H, W) map with 0 = background, 1 = inside, 2 = boundary.
 
     Raises:
-        ValueError: If the map is not a 2-D non-negative integer array or the width is < 1.
+        LabelMapError: If the map is not a 2-D non-negative integer array (a ValueError).
+        ValueError: If the width is < 1.
 
     """
     labels = _as_label_map(instances)
@@ -131,7 +128,8 @@ def unet_weight_map(
         float32 (H, W) weight map.
 
     Raises:
-        ValueError: On a bad instance map or parameters.
+        LabelMapError: If the map is not a 2-D non-negative integer array (a ValueError).
+        ValueError: On bad parameters.
 
     """
     labels = _as_label_map(instances)

@@ -116,6 +116,21 @@ class UNet(nn.Module):
         """Input sizes that need no padding are multiples of this (``2**depth``)."""
         return 2**self.depth
 
+    @property
+    def receptive_field(self) -> int:
+        """Side in pixels of the input window that one output pixel sees through convolutions.
+
+        GroupNorm's statistics span the whole input, so strictly every pixel sees every
+        other; this is the field of the convolutional path, which is what zero padding at a
+        tile's edge disturbs. The stem's two 3x3 convolutions see 5 pixels; each level ``i``
+        down adds its 2x2 pool (``2**i``) and two convolutions at stride ``2**(i + 1)``; each
+        level up adds its bilinear upsampling (``2**(i + 1)``) and two convolutions at stride
+        ``2**i``.
+        """
+        down = sum(2**i + 4 * 2 ** (i + 1) for i in range(self.depth))
+        up = sum(2 ** (i + 1) + 4 * 2**i for i in range(self.depth))
+        return 5 + down + up
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Compute logits.
 

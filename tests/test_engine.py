@@ -1,0 +1,119 @@
+import csv
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from adversarial_toy import ToyGAN, train_toy
+
+from nucseg import checkpoint as ckpt
+from nucseg.engine import Engine, EngineError, EngineSettings, Method, write_history
+
+TOY = Path(__file__).with_name("adversarial_toy.py")
+
+
+def _weights(path):
+    state = ckpt.load_checkpoint(path)
+    return {name: entry["state_dict"] for name, entry in state["networks"].items()}, state
+
+
+def test_two_networks_train_checkpoint_and_log(tmp_path):
+    result = train_toy(tmp_path, epochs=2)
+    assert result.epochs_run == 2 and result.monitor == "val_l1"
+    assert result.best_val_aji is None and result.best_value is not None
+    weights, state = _weights(result.last_path)
+    assert state["method"] == "toy-gan" and set(weights) == {"G", "D"}
+    assert set(state["optimizers"]) == set(state["schedulers"]) == {"G", "D"}
+    assert state["extra"]["pool"].shape == (3, 3, 16, 16)
+    with open(result.history_path) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["step"] for r in rows] == ["4", "8"]
+    assert {"G", "D", "val_l1", "lr_G", "lr_D", "seconds"} <= set(rows[0])
+    # linear decay per epoch: the scheduler stepped once per epoch, not per batch
+    assert float(rows[1]["lr_G"]) == pytest.approx(2e-3 * (1 - 2 / 3))
+    best = min(float(r["val_l1"]) for r in rows)
+    assert state["best"]["value"] == pytest.approx(best) or _weights(result.best_path)[1]
+
+
+def test_resume_reproduces_both_networks_and_the_pool(tmp_path):
+    straight = train_toy(tmp_path / "a", epochs=3)
+    train_toy(tmp_path / "b", epochs=3, until_epoch=1)
+    resumed = train_toy(tmp_path / "b", epochs=3, resume=True)
+    assert resumed.epochs_run == 3
+    a, state_a = _weights(straight.last_path)
+    b, state_b = _weights(resumed.last_path)
+    for name in ("G", "D"):
+        for key, value in a[name].items():
+            assert torch.equal(value, b[name][key]), (name, key)
+    assert torch.equal(state_a["extra"]["pool"], state_b["extra"]["pool"])
+    assert state_a["history"][-1]["G"] == pytest.approx(state_b["history"][-1]["G"])
+
+
+def test_resume_refuses_another_method(tmp_path):
+    train_toy(tmp_path, epochs=1)
+    other = ToyGAN(epochs=1)
+    other.name = "other-gan"
+    engine = Engine(other, EngineSettings(out_dir=tmp_path, epochs=1, device="cpu"))
+    with pytest.raises(EngineError, match="method 'toy-gan'"):
+        engine.run(resume=True)
+
+
+def test_frozen_discriminator_keeps_its_weights():
+    method = ToyGAN()
+    Engine(method, EngineSettings(out_dir="unused", device="cpu"))
+    x, y = next(iter(method.loader(0)))
+    with torch.no_grad():
+        fake = method.networks["G"](x)
+    fake.requires_grad_(True)
+    before = {k: v.clone() for k, v in method.networks["D"].state_dict().items()}
+    g_before = [p.clone() for p in method.networks["G"].parameters()]
+    method.optimize_generator(x, y, method.networks["G"](x))
+    for key, value in method.networks["D"].state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert all(p.grad is None for p in method.networks["D"].parameters())
+    assert any(
+        not torch.equal(p, q)
+        for p, q in zip(method.networks["G"].parameters(), g_before, strict=True)
+    )
+    # the discriminator step, by contrast, changes it
+    method.optimize_discriminator(x, y, fake)
+    changed = method.networks["D"].state_dict()
+    assert any(not torch.equal(changed[k], before[k]) for k in before)
+
+
+def test_net_is_bare_while_frozen_and_settings_are_checked(tmp_path):
+    method = ToyGAN()
+    Engine(method, EngineSettings(out_dir=tmp_path, device="cpu"))
+    assert method.net("D") is method.networks["D"]  # one process: never wrapped
+    with pytest.raises(EngineError, match="max_minutes"):
+        Engine(ToyGAN(), EngineSettings(out_dir=tmp_path, max_minutes=-1, device="cpu"))
+    with pytest.raises(EngineError, match="not attached"):
+        Method().backward(torch.zeros(()))
+
+
+def test_write_history_takes_the_union_of_columns(tmp_path):
+    path = write_history([{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5, "val": 0.3}],
+                         tmp_path / "h.csv")  # fmt: skip
+    assert path.read_text().splitlines() == ["epoch,loss,val", "1,1.0,", "2,0.5,0.3"]
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_adversarial(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", str(TOY), str(tmp_path), "2"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TOY.parent), *sys.path])}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env=env)  # fmt: skip
+    try:
+        _, stderr = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr[-3000:]
+    weights, state = _weights(tmp_path / "last.pt")
+    assert state["meta"]["world_size"] == 2 and set(weights) == {"G", "D"}
+    assert state["step"] == 4  # 8 pairs / (2 processes x batch 2) x 2 epochs
