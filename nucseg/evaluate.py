@@ -158,22 +158,38 @@ def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines)
 
 
-#: The readings of an XML annotation that :func:`annotation_readings` scores.
+#: Readings of an XML annotation: the exact one and two pitfalls (see :func:`read_annotation_as`).
 READINGS = ("nucseg (exact)", "one-pixel shift", "later region wins")
+
+
+def read_annotation_as(xml_path: str | Path, shape: tuple[int, int], reading: str) -> np.ndarray:
+    """Rasterise an XML annotation one of three ways (names in :data:`READINGS`).
+
+    - ``"nucseg (exact)"``: ``poly2mask`` on the vertices shifted to 0-based, first region
+      keeps an overlapped pixel, as the organisers did (``nucseg.data.poly2mask``);
+    - ``"one-pixel shift"``: the raw 1-based vertices used as 0-based (first-wins);
+    - ``"later region wins"``: the right pixel convention, the opposite overlap rule.
+
+    Raises:
+        ValueError: An unknown reading.
+    """
+    if reading not in READINGS:
+        raise ValueError(f"reading must be one of {READINGS}, got {reading!r}")
+    regions = read_xml_regions(xml_path)
+    if reading == READINGS[1]:
+        regions = [r + 1 for r in regions]
+    elif reading == READINGS[2]:
+        regions = regions[::-1]  # first-wins on the reversed order is later-wins
+    return rasterise_polygons(regions, shape)[0]
 
 
 def annotation_readings(
     xml_path: str | Path, shape: tuple[int, int], reference: np.ndarray | None = None
 ) -> dict[str, float]:
-    """AJI of three readings of one XML annotation against the organisers' mask.
+    """AJI of each reading of one XML annotation (:data:`READINGS`) against the organisers' mask.
 
     Each reading is scored as if it were a perfect segmentation, so ``1 - AJI`` is what that
-    reading of the ground truth costs every method scored against it:
-
-    - ``"nucseg (exact)"``: ``poly2mask`` on the vertices shifted to 0-based, first region
-      keeps an overlapped pixel (``nucseg.data.poly2mask``);
-    - ``"one-pixel shift"``: the raw 1-based vertices used as 0-based (first-wins);
-    - ``"later region wins"``: the right pixel convention, the opposite overlap rule.
+    reading of the ground truth costs every method scored against it.
 
     Args:
         xml_path: Aperio ImageScope XML file.
@@ -184,13 +200,6 @@ def annotation_readings(
         Reading name -> AJI against the reference.
 
     """
-    regions = read_xml_regions(xml_path)
-    exact, _ = rasterise_polygons(regions, shape)
-    readings = {
-        READINGS[0]: exact,
-        READINGS[1]: rasterise_polygons([r + 1 for r in regions], shape)[0],
-        # first-wins on the reversed order is later-wins on the file order
-        READINGS[2]: rasterise_polygons(regions[::-1], shape)[0],
-    }
-    truth = exact if reference is None else reference
+    readings = {name: read_annotation_as(xml_path, shape, name) for name in READINGS}
+    truth = readings[READINGS[0]] if reference is None else reference
     return {name: score(truth, labels).aji for name, labels in readings.items()}

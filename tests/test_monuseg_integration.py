@@ -119,3 +119,22 @@ def test_xml_rasterisation_matches_matlab_masks(monuseg_root):
         reversed_order, _ = rasterise_polygons(regions[::-1], reference.shape)
         later_wins_broken += _partition_differences(reversed_order, reference)[1] > 0
     assert later_wins_broken >= 10, later_wins_broken
+
+
+def test_nucseg_evaluate_scores_rasterised_xml_against_matlab_masks_as_one(monuseg_root, tmp_path):
+    import pandas as pd
+
+    from nucseg.cli import main
+    from nucseg.data.images import write_label_map
+
+    files = [f for f in discover(monuseg_root, "train") if f.annotation is not None]
+    for f in files:
+        write_label_map(
+            tmp_path / f"{f.image_id}.tif", xml_to_instances(f.annotation, (1000, 1000))[0]
+        )
+    csv = tmp_path / "scores.csv"
+    folder = monuseg_root / "train" / "matlab_masks"
+    assert main(["evaluate", str(folder), str(tmp_path), "--csv", str(csv)]) == 0
+    scores = pd.read_csv(csv)
+    assert len(scores) == 13
+    assert (scores[["aji", "aji_plus", "pq", "f1", "dice"]] == 1.0).all().all()

@@ -17,7 +17,6 @@ most one pixel of the MoNuSeg label PNGs tried).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
@@ -28,6 +27,7 @@ from skimage.measure import approximate_polygon, find_contours
 
 from nucseg.errors import AnnotationError
 from nucseg.labels import as_label_map
+from nucseg.runtime import write_bytes_atomic
 
 __all__ = ["polygons_from_instances", "write_imagescope_xml", "write_instances_xml"]
 
@@ -193,7 +193,7 @@ def write_imagescope_xml(
             )
         _region_xml(k + 1, xy, microns_per_pixel, lines)
     lines += ["\t\t</Regions>", "\t\t<Plots/>", "\t</Annotation>", "</Annotations>", ""]
-    _write_atomic(path, "\n".join(lines).encode("utf-8"))
+    write_bytes_atomic(path, "\n".join(lines).encode("utf-8"))
     return path
 
 
@@ -225,16 +225,3 @@ def write_instances_xml(
     """
     polygons = polygons_from_instances(instances, tolerance=tolerance)
     return write_imagescope_xml(path, polygons, image_id, microns_per_pixel)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file next to ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
