@@ -98,7 +98,10 @@ def _upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
     for key in ("optimizer", "scheduler"):
         if key in old:
             upgraded[f"{key}s"] = {"net": old.pop(key)}
-    return {**old, **upgraded}
+    meta = dict(old.pop("meta", None) or {})
+    if "total_steps" in meta:  # what a format-1 training run must share to be resumed
+        meta.setdefault("plan", {"total_steps": meta["total_steps"]})
+    return {**old, **upgraded, "meta": meta}
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -1,11 +1,38 @@
 """Shared pytest fixtures."""
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 # the real data sits beside the repository: ../shared/monuseg
 MONUSEG_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "monuseg"
+
+
+@pytest.fixture
+def torchrun():
+    """Run ``python -m torch.distributed.run ARGS...`` in its own session; returns its stdout.
+
+    A hang kills the whole session, torchrun's workers included; a failure shows stderr.
+    """
+
+    def run(args, env=None, timeout=180):
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", *map(str, args)]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True, env=env)  # fmt: skip
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+        assert proc.returncode == 0, stderr[-3000:]
+        return stdout
+
+    return run
 
 
 @pytest.fixture(scope="session")

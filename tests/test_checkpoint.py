@@ -125,14 +125,7 @@ def test_export_weights_takes_tuned_postprocess_and_meta(tmp_path):
 
     model = build_model("unet", width=4, depth=2)
     source = save_checkpoint(
-        {
-            "format": 1,
-            "model": {"name": "unet", "kwargs": {"width": 4, "depth": 2}},
-            "state_dict": model.state_dict(),
-            "postprocess": {"min_size": 30},
-            "meta": {"profile": "x"},
-            "best": {"val_aji": 0.5, "epoch": 3},
-        },
+        _format_1(model),
         tmp_path / "best.pt",
     )
     out = export_weights(
@@ -170,9 +163,9 @@ def test_several_networks_load_and_export_by_name(tmp_path):
         assert torch.equal(generator(y), nets["G"].eval()(y))
 
 
-def test_format_1_files_still_load(tmp_path):
-    model = build_model("unet", width=4, depth=2)
-    old = {
+def _format_1(model):
+    """A checkpoint as format 1 wrote it: one network under "model" / "state_dict"."""
+    return {
         "format": 1,
         "model": {"name": "unet", "kwargs": {"width": 4, "depth": 2}},
         "state_dict": model.state_dict(),
@@ -180,9 +173,14 @@ def test_format_1_files_still_load(tmp_path):
         "meta": {"profile": "x"},
         "best": {"val_aji": 0.5, "epoch": 3},
     }
-    torch.save(old, tmp_path / "v1.pt")
+
+
+def test_format_1_files_still_load(tmp_path):
+    model = build_model("unet", width=4, depth=2)
+    torch.save(_format_1(model), tmp_path / "v1.pt")
     loaded = ckpt.load_checkpoint(tmp_path / "v1.pt")
     assert loaded["format"] == 2 and ckpt.network_names(loaded) == ["net"]
+    assert "plan" not in loaded["meta"]  # an export: nothing to resume
     assert loaded["best"] == {"monitor": "val_aji", "value": 0.5, "epoch": 3}
     rebuilt, _ = ckpt.load_model(tmp_path / "v1.pt")
     x = torch.rand(1, 3, 16, 16)

@@ -1,7 +1,5 @@
 import csv
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -101,19 +99,9 @@ def test_write_history_takes_the_union_of_columns(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_two_cpu_processes_adversarial(tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node", "2", str(TOY), str(tmp_path), "2"]  # fmt: skip
+def test_ddp_two_cpu_processes_adversarial(tmp_path, torchrun):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TOY.parent), *sys.path])}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=env)  # fmt: skip
-    try:
-        _, stderr = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, stderr[-3000:]
+    torchrun(["--nproc_per_node", "2", TOY, tmp_path, "2"], env=env)
     weights, state = _weights(tmp_path / "last.pt")
     assert state["meta"]["world_size"] == 2 and set(weights) == {"G", "D"}
     assert state["step"] == 4  # 8 pairs / (2 processes x batch 2) x 2 epochs

@@ -143,24 +143,38 @@ def test_cli_reports_bad_settings(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_two_cpu_processes(demo, tmp_path):
-    args = [f"{k}={v}" for k, v in {**TINY, "crops_per_epoch": 8}.items()]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node", "2", "-m", "nucseg.train", "--data", str(demo),
-               "--out", str(tmp_path), "--epochs", "1", "--set", "device=cpu"]  # fmt: skip
-    for arg in args:
-        command += ["--set", arg]
-    # Own session, so that a hang kills torchrun's workers too.
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
-    try:
-        stdout, stderr = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, stderr[-3000:]
+def test_ddp_two_cpu_processes(demo, tmp_path, torchrun):
+    args = ["--nproc_per_node", "2", "-m", "nucseg.train", "--data", demo, "--out", tmp_path,
+            "--epochs", "1", "--set", "device=cpu"]  # fmt: skip
+    for key, value in {**TINY, "crops_per_epoch": 8}.items():
+        args += ["--set", f"{key}={value}"]
+    stdout = torchrun(args)
     state = ckpt.load_checkpoint(tmp_path / "last.pt")
     assert state["meta"]["world_size"] == 2
     assert state["step"] == 2  # 8 crops / (2 processes x batch 2)
     assert "best val AJI" in stdout
+
+
+def test_a_format_1_training_checkpoint_resumes(demo, tmp_path):
+    # Write the first epoch as format 1 did (one network, "optimizer"/"scheduler" keys), resume.
+    config = _config(demo, tmp_path)
+    straight = train(_config(demo, tmp_path / "straight"))
+    train(config, until_epoch=1)
+    state = ckpt.load_checkpoint(tmp_path / "last.pt")
+    old = {
+        "format": 1,
+        "model": state["networks"]["net"]["spec"],
+        "state_dict": state["networks"]["net"]["state_dict"],
+        "optimizer": state["optimizers"]["net"],
+        "scheduler": state["schedulers"]["net"],
+        "best": {"val_aji": state["best"]["value"], "epoch": state["best"]["epoch"]},
+        **{k: state[k] for k in ("scaler", "epoch", "step", "rng", "history", "postprocess")},
+        "meta": {"config": state["meta"]["config"], "total_steps": 4},
+    }
+    torch.save(old, tmp_path / "last.pt")
+    resumed = train(config, resume=True)
+    assert resumed.epochs_run == 2
+    a = ckpt.load_checkpoint(straight.last_path)["networks"]["net"]["state_dict"]
+    b = ckpt.load_checkpoint(resumed.last_path)["networks"]["net"]["state_dict"]
+    for key, value in a.items():
+        assert torch.allclose(value, b[key], atol=1e-6), key
