@@ -173,9 +173,12 @@ def read_annotation_as(xml_path: str | Path, shape: tuple[int, int], reading: st
     Raises:
         ValueError: An unknown reading.
     """
+    return _rasterise_as(read_xml_regions(xml_path), shape, reading)
+
+
+def _rasterise_as(regions: list[np.ndarray], shape: tuple[int, int], reading: str) -> np.ndarray:
     if reading not in READINGS:
         raise ValueError(f"reading must be one of {READINGS}, got {reading!r}")
-    regions = read_xml_regions(xml_path)
     if reading == READINGS[1]:
         regions = [r + 1 for r in regions]
     elif reading == READINGS[2]:
@@ -200,6 +203,7 @@ def annotation_readings(
         Reading name -> AJI against the reference.
 
     """
-    readings = {name: read_annotation_as(xml_path, shape, name) for name in READINGS}
+    regions = read_xml_regions(xml_path)  # parsed once for all three readings
+    readings = {name: _rasterise_as(regions, shape, name) for name in READINGS}
     truth = readings[READINGS[0]] if reference is None else reference
     return {name: score(truth, labels).aji for name, labels in readings.items()}

@@ -8,7 +8,6 @@ under the run folder, so later chapters read what earlier ones wrote.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from tqdm.auto import tqdm
 from nucseg.errors import NucsegError
 from nucseg.evaluate import load_method_scores, markdown_table, results_table
 from nucseg.profiles import REPO_ROOT, load_profile, notebook_parameters, resolve_data_dir
+from nucseg.runtime import write_bytes_atomic
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
@@ -65,6 +65,20 @@ def run_notebook(notebook: Path, output: Path, parameters: dict) -> float:
     return time.perf_counter() - start
 
 
+def write_rendered(executed: Path, target: Path) -> Path:
+    """Copy an executed notebook to the repository without its saved widget state.
+
+    GitHub and other static viewers cannot run widgets, and the state holds the inspector's
+    images in full (megabytes); the notebooks show a static figure beside each widget instead.
+    """
+    import nbformat
+
+    notebook = nbformat.read(executed, as_version=4)
+    notebook.metadata.pop("widgets", None)
+    write_bytes_atomic(target, (nbformat.writes(notebook) + "\n").encode("utf-8"))
+    return target
+
+
 def run_report(
     profile: str = "demo",
     data: str | None = None,
@@ -109,7 +123,7 @@ def run_report(
         seconds = run_notebook(notebook, executed / notebook.name, params)
         timings.append(f"{notebook.name},{seconds:.1f}")
         if render:
-            shutil.copyfile(executed / notebook.name, notebook)
+            write_rendered(executed / notebook.name, notebook)
     (run_dir / "timings.csv").write_text("notebook,seconds\n" + "\n".join(timings) + "\n")
     table = results_table(load_method_scores(run_dir))
     table.to_csv(run_dir / "results.csv", index=False)

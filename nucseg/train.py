@@ -36,6 +36,7 @@ from nucseg.losses import LossConfig, SegmentationLoss
 from nucseg.metrics import aji
 from nucseg.models import build_model
 from nucseg.postprocess import PostprocessParams, instances_from_three_class
+from nucseg.runtime import resolve_device
 from nucseg.tiling import predict_probabilities
 from nucseg.train_config import (
     TrainConfig,
@@ -114,7 +115,8 @@ class UNetMethod(Method):
                 net.parameters(), lr=config.lr, weight_decay=config.weight_decay
             )
         }
-        self._build_data(cuda=False)
+        # The engine resolves the device the same way; CUDA loads batches with pinned workers.
+        self._build_data(cuda=resolve_device(config.device).type == "cuda")
         self.total_steps = config.epochs * len(self._loader)
         opt = self.optimizers["net"]
         if config.scheduler == "onecycle":
@@ -164,11 +166,9 @@ class UNetMethod(Method):
             )
 
     def attach(self, engine: Engine) -> None:
-        """Move to the engine's device; on CUDA, load batches with workers into pinned memory."""
+        """Move the networks and the loss (its class weights) to the engine's device."""
         super().attach(engine)
         self.criterion.to(engine.device)
-        if engine.device.type == "cuda":
-            self._build_data(cuda=True)
 
     def steps_per_epoch(self) -> int:
         """Full batches per epoch on this process."""

@@ -14,3 +14,26 @@ def test_save_figure(tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert save_figure(fig, None, "x") is None
     plt.close(fig)
+
+
+def test_inline_image_keeps_charts_as_png_and_photos_as_jpeg():
+    import numpy as np
+
+    from nucseg.figures import inline_image
+
+    chart, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    assert inline_image(chart)[0] == "image/png"
+    photo, ax = plt.subplots(figsize=(8, 8))
+    ax.imshow(np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8))
+    png = inline_image(photo, max_png_kb=10_000)
+    kind, jpeg = inline_image(photo)
+    assert png[0] == "image/png" and kind == "image/jpeg"
+    assert jpeg[:2] == b"\xff\xd8" and len(jpeg) < len(png[1]) / 2
+    plt.close("all")
+
+
+def test_compact_inline_figures_needs_ipython():
+    from nucseg.figures import compact_inline_figures
+
+    assert compact_inline_figures() is False  # plain pytest: no IPython shell, nothing changes

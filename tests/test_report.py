@@ -75,3 +75,22 @@ def test_first_failure_names_notebook_and_cell(project):
 def test_no_notebooks_is_an_error(tmp_path):
     with pytest.raises(NucsegError, match="no notebooks"):
         report.find_notebooks(tmp_path)
+
+
+def test_rendered_copy_drops_widget_state_and_keeps_outputs(tmp_path):
+    import nbformat
+
+    from nucseg.report import write_rendered
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("1 + 1")
+    cell.outputs = [
+        nbformat.v4.new_output("execute_result", {"text/plain": "2"}, execution_count=1)
+    ]
+    nb.cells = [cell]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"x": 1}}}
+    nbformat.write(nb, tmp_path / "executed.ipynb")
+    out = write_rendered(tmp_path / "executed.ipynb", tmp_path / "rendered.ipynb")
+    rendered = nbformat.read(out, as_version=4)
+    assert "widgets" not in rendered.metadata
+    assert rendered.cells[0].outputs[0]["data"]["text/plain"] == "2"
