@@ -51,7 +51,7 @@ def inline_image(fig: Figure, max_png_kb: float = MAX_INLINE_PNG_KB) -> tuple[st
 
 
 def compact_inline_figures(max_png_kb: float = MAX_INLINE_PNG_KB) -> bool:
-    """Make IPython show every figure through :func:`inline_image` (call after importing pyplot).
+    """Make IPython show every figure through :func:`inline_image`.
 
     Rendered notebooks stay small enough for GitHub to show them quickly; the PNG files that
     :func:`save_figure` writes are unaffected.
@@ -66,7 +66,11 @@ def compact_inline_figures(max_png_kb: float = MAX_INLINE_PNG_KB) -> bool:
     shell = get_ipython()
     if shell is None:
         return False
-    import matplotlib.pyplot  # noqa: F401  (the inline backend registers its formatters on import)
+    import matplotlib.pyplot as plt
+
+    # The inline backend loads lazily, on the first figure, and then registers its own PNG
+    # formatter: load it now, so that ours is registered after it and stays.
+    plt.switch_backend(plt.get_backend())
 
     chosen: dict[int, tuple[str, bytes]] = {}
 

@@ -37,3 +37,26 @@ def test_compact_inline_figures_needs_ipython():
     from nucseg.figures import compact_inline_figures
 
     assert compact_inline_figures() is False  # plain pytest: no IPython shell, nothing changes
+
+
+def test_compact_inline_figures_in_an_ipython_shell():
+    import numpy as np
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from nucseg.figures import compact_inline_figures
+
+    shell = InteractiveShell.instance()
+    try:
+        assert compact_inline_figures() is True
+        chart, ax = plt.subplots()
+        ax.plot([0, 1], [1, 0])
+        photo, ax = plt.subplots(figsize=(8, 8))
+        ax.imshow(np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8))
+        shown = {name: shell.display_formatter.format(fig)[0] for name, fig in
+                 (("chart", chart), ("photo", photo), ("photo again", photo))}  # fmt: skip
+        assert "image/png" in shown["chart"] and "image/jpeg" not in shown["chart"]
+        for name in ("photo", "photo again"):
+            assert "image/jpeg" in shown[name] and "image/png" not in shown[name], name
+    finally:
+        InteractiveShell.clear_instance()
+        plt.close("all")
