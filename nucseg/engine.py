@@ -9,31 +9,20 @@ The split follows pytorch-CycleGAN-and-pix2pix's ``BaseModel``, without its glob
 - the :class:`Engine` owns what is common: device, mixed precision with one ``GradScaler``,
   channels-last, seeding, DDP under ``torchrun``, the epoch loop with a progress bar of the loss
   parts, the time budget, history.csv, best/last selection on the method's monitored value,
-  atomic checkpoints every epoch and exact resume.
+  atomic checkpoints every epoch and exact resume, also from the middle of an epoch that a
+  time budget cut short (it resumes at the next batch; it is never counted as complete).
 
-A method plugs in like this::
+A run folder that already holds a run is never silently replaced: ``run`` refuses unless it
+resumes or is told to overwrite. Resuming refuses a checkpoint whose plan (method, networks,
+settings, data) differs, naming the fields; :data:`CHANGEABLE_ON_RESUME` lists what may differ.
 
-    class MyGAN(Method):
-        name, monitor = "mygan", None              # no validation score: best = last
-        def __init__(self, ...):
-            super().__init__()
-            self.networks = {"G": build_model("unet", ...), "D": build_model("patchgan", ...)}
-            self.optimizers = {"G": Adam(...), "D": Adam(...)}
-        def loader(self, epoch): ...               # batches of that epoch, deterministic
-        def train_step(self, batch):
-            fake = self.net("G")(batch.image)
-            self.set_requires_grad("D", False)      # frozen: called unwrapped under DDP
-            loss_g = ...; self.backward(loss_g); self.step("G")
-            self.set_requires_grad("D", True)
-            loss_d = ...; self.backward(loss_d); self.step("D")
-            return {"G": loss_g, "D": loss_d}
-
-    Engine(MyGAN(...), EngineSettings(out_dir="runs/x", epochs=10)).run()
+A method plugs in as ``nucseg.method`` shows.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import random
 import time
@@ -45,17 +34,21 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from nucseg import checkpoint as ckpt
-from nucseg.errors import NucsegError
-from nucseg.runtime import amp_dtype, atomic_write, autocast, resolve_device
+from nucseg.errors import EngineError
+from nucseg.method import CHANGEABLE_ON_RESUME, Method
+from nucseg.runtime import amp_dtype, atomic_write, resolve_device
+
+__all__ = [
+    "CHANGEABLE_ON_RESUME", "Engine", "EngineError", "EngineSettings", "Method", "RUN_FILES",
+    "TrainResult", "plan_differences", "run_distributed", "seed_everything", "write_history",
+]  # fmt: skip
 
 
-class EngineError(NucsegError, ValueError):
-    """A training setting is invalid, or a checkpoint does not fit the run being resumed."""
+#: Files of a run; ``Engine.run`` refuses a folder holding any of them unless resuming.
+RUN_FILES = ("last.pt", "best.pt", "history.csv")
 
 
 @dataclass(frozen=True)
@@ -65,8 +58,9 @@ class EngineSettings:
     Attributes:
         out_dir: Where ``best.pt``, ``last.pt`` and ``history.csv`` go.
         epochs: Planned epochs (methods plan their learning-rate schedules on them).
-        max_minutes: Time budget of one call; training stops after it, then still validates
-            and saves. None = no limit.
+        max_minutes: Time budget of one call (> 0); training stops at the first step after
+            it and saves ``last.pt``; ``--resume`` continues from the next batch. None = no
+            limit.
         validate_every: Validation period in epochs (the last epoch always validates).
         seed: Seed of python, numpy and torch.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see ``nucseg.runtime``).
@@ -94,13 +88,15 @@ class TrainResult:
     Attributes:
         best_value: Best value of the monitored metric (None without one or without data).
         best_epoch: Epoch (1-based) of ``best.pt``.
-        epochs_run: Completed epochs in total, including those before a resume.
+        epochs_run: Completed epochs in total, including those before a resume (an epoch cut
+            short by the time budget does not count).
         seconds: Wall time of this call.
         best_path: ``out_dir/best.pt``.
         last_path: ``out_dir/last.pt``.
         history_path: ``out_dir/history.csv``.
         stopped_early: The ``max_minutes`` budget ended the run.
         monitor: Name of the monitored metric (e.g. ``"val_aji"``), or None.
+        epoch_step: Steps done in the epoch the budget cut short (0 when none was).
 
     """
 
@@ -113,6 +109,7 @@ class TrainResult:
     history_path: Path
     stopped_early: bool
     monitor: str | None = "val_aji"
+    epoch_step: int = 0
 
     @property
     def best_val_aji(self) -> float | None:
@@ -139,123 +136,6 @@ def write_history(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     return path
 
 
-class Method:
-    """What one training method declares; subclasses fill the dicts in ``__init__``.
-
-    Attributes:
-        name: Method name, stored in checkpoints.
-        monitor: History column that selects ``best.pt`` (None: best is the last epoch).
-        monitor_mode: ``"max"`` or ``"min"``.
-        scheduler_interval: Schedulers step after every ``"step"`` or every ``"epoch"``.
-        networks: Named networks, built with ``nucseg.models.build_model``.
-        optimizers: Named optimisers.
-        schedulers: Named learning-rate schedulers.
-
-    """
-
-    name = "method"
-    monitor: str | None = "val_aji"
-    monitor_mode = "max"
-    scheduler_interval = "step"
-
-    def __init__(self) -> None:
-        self.networks: dict[str, nn.Module] = {}
-        self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        self.schedulers: dict[str, Any] = {}
-        self.engine: Engine | None = None
-        self._wrapped: dict[str, nn.Module] = {}
-
-    # --- what a method implements -------------------------------------------------------
-    def loader(self, epoch: int) -> Iterable[Any]:
-        """The batches of one epoch; the same epoch must give the same batches (for resume)."""
-        raise NotImplementedError
-
-    def steps_per_epoch(self) -> int:
-        """Batches per epoch on this process."""
-        raise NotImplementedError
-
-    def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
-        """One optimisation step of every network; returns the loss parts (scalar tensors)."""
-        raise NotImplementedError
-
-    def validate(self) -> dict[str, float]:
-        """Validation metrics, e.g. ``{"val_aji": 0.6}``; empty when there is nothing to score."""
-        return {}
-
-    def plan(self) -> dict[str, Any]:
-        """Facts a resumed run must share with the checkpoint (e.g. the planned steps)."""
-        return {}
-
-    def extra_state(self) -> dict[str, Any]:
-        """More state to checkpoint (e.g. image pools), in ``torch.load``-safe types."""
-        return {}
-
-    def load_extra_state(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`extra_state` saved."""
-
-    def meta(self) -> dict[str, Any]:
-        """Facts stored in every checkpoint's ``meta`` (e.g. the config)."""
-        return {}
-
-    def postprocess_state(self) -> dict[str, Any] | None:
-        """Post-processing settings that inference should use with these weights, if any."""
-        return None
-
-    # --- what the engine gives a method -------------------------------------------------
-    def attach(self, engine: Engine) -> None:
-        """Move the networks to the engine's device and wrap the trainable ones for DDP."""
-        self.engine = engine
-        for name, net in self.networks.items():
-            net.to(engine.device, memory_format=engine.memory_format)
-            trainable = any(p.requires_grad for p in net.parameters())
-            if engine.world > 1 and trainable:
-                ids = [engine.device.index] if engine.device.type == "cuda" else None
-                self._wrapped[name] = DistributedDataParallel(net, ids)
-
-    def net(self, name: str) -> nn.Module:
-        """The network to call: DDP-wrapped while it trains, bare while it is frozen.
-
-        A frozen network called through DDP would leave its gradient reduction waiting.
-        """
-        bare = self.networks[name]
-        wrapped = self._wrapped.get(name)
-        if wrapped is None or not any(p.requires_grad for p in bare.parameters()):
-            return bare
-        return wrapped
-
-    def set_requires_grad(self, names: str | Sequence[str], flag: bool) -> None:
-        """Freeze (False) or unfreeze (True) the named networks."""
-        for name in [names] if isinstance(names, str) else names:
-            for p in self.networks[name].parameters():
-                p.requires_grad_(flag)
-
-    def autocast(self) -> Any:
-        """Mixed precision for the forward pass, as the engine decided."""
-        return autocast(self._engine().device, self._engine().amp)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        """Back-propagate a loss through the engine's gradient scaler."""
-        self._engine().scaler.scale(loss).backward()
-
-    def step(self, optimizer: str) -> None:
-        """Update with the named optimiser (scaled), then clear its gradients."""
-        opt = self.optimizers[optimizer]
-        self._engine().scaler.step(opt)
-        opt.zero_grad(set_to_none=True)
-
-    def to_device(self, tensor: torch.Tensor, image: bool = False) -> torch.Tensor:
-        """Move a batch tensor to the device; images (N, C, H, W) also to the memory format."""
-        engine = self._engine()
-        if image:
-            return tensor.to(engine.device, non_blocking=True, memory_format=engine.memory_format)
-        return tensor.to(engine.device, non_blocking=True)
-
-    def _engine(self) -> Engine:
-        if self.engine is None:
-            raise EngineError(f"method {self.name!r} is not attached to an engine")
-        return self.engine
-
-
 class Engine:
     """Runs a :class:`Method`: the loop, checkpoints, history and resume (see the module doc)."""
 
@@ -265,8 +145,8 @@ class Engine:
         s = self.settings = settings
         if s.epochs < 1 or s.validate_every < 1:
             raise EngineError(f"epochs and validate_every must be >= 1; got {s}")
-        if s.max_minutes is not None and s.max_minutes < 0:
-            raise EngineError(f"max_minutes must be >= 0 or None; got {s.max_minutes}")
+        if s.max_minutes is not None and not s.max_minutes > 0:
+            raise EngineError(f"max_minutes must be > 0 or None; got {s.max_minutes}")
         self.method, self.rank, self.world = method, rank, world
         self.device = resolve_device(s.device, int(os.environ.get("LOCAL_RANK", 0)))
         cuda = self.device.type == "cuda"
@@ -283,6 +163,9 @@ class Engine:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=scaled)
         self.out = Path(s.out_dir)
         self.epoch = self.step = 0
+        # Progress inside an epoch that the time budget cut short: steps done, loss-part sums.
+        self.epoch_step = 0
+        self.partial_sums: dict[str, torch.Tensor] = {}
         self.seconds = 0.0
         self.best: dict[str, Any] = {"monitor": method.monitor, "value": None, "epoch": None}
         self.history: list[dict[str, Any]] = []
@@ -301,26 +184,42 @@ class Engine:
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
+            "epoch_step": self.epoch_step,
+            "partial_sums": dict(self.partial_sums),
+            "seconds": self.seconds,
             "rng": ckpt.capture_rng(),
             "best": dict(self.best),
             "history": list(self.history),
             "extra": m.extra_state(),
             "postprocess": m.postprocess_state(),
-            "meta": {**m.meta(), "plan": m.plan(), "world_size": self.world,
+            "meta": {**m.meta(), "plan": self.plan(), "world_size": self.world,
                      "torch": str(torch.__version__)},
         }  # fmt: skip
+
+    def plan(self) -> dict[str, Any]:
+        """The method's plan plus the engine settings a resumed run must share."""
+        s = self.settings
+        return {"epochs": s.epochs, "seed": s.seed, "validate_every": s.validate_every,
+                "amp": self.amp, "channels_last": self.memory_format == torch.channels_last,
+                **self.method.plan()}  # fmt: skip
 
     def resume(self, path: Path) -> None:
         """Restore everything saved in ``path``; refuse a checkpoint of another plan."""
         m, state = self.method, ckpt.load_checkpoint(path, map_location=self.device)
         specs = {name: dict(net.build_spec) for name, net in m.networks.items()}
         stored = {name: entry["spec"] for name, entry in state["networks"].items()}
-        plan = state.get("meta", {}).get("plan")
-        if state.get("method") != m.name or stored != specs or plan != m.plan():
+        if state.get("method") != m.name or stored != specs:
             raise EngineError(
-                f"{path}: checkpoint of method {state.get('method')!r} with networks {stored} "
-                f"and plan {plan}; this run is {m.name!r} with {specs} and plan {m.plan()} "
-                "(same networks, epochs, crops, batch size and processes needed)"
+                f"{path}: checkpoint of method {state.get('method')!r} with networks {stored}; "
+                f"this run is {m.name!r} with {specs}: cannot resume it"
+            )
+        differences = plan_differences(state.get("meta", {}).get("plan") or {}, self.plan())
+        if differences:
+            raise EngineError(
+                f"{path}: cannot resume, the run's settings differ from the checkpoint's: "
+                + "; ".join(differences)
+                + f" (only {', '.join(CHANGEABLE_ON_RESUME)} may change on resume; "
+                "to start afresh, overwrite)"
             )
         for name, net in m.networks.items():
             net.load_state_dict(state["networks"][name]["state_dict"])
@@ -332,8 +231,11 @@ class Engine:
         m.load_extra_state(state.get("extra") or {})
         ckpt.restore_rng(state["rng"])
         self.epoch, self.step, self.best = state["epoch"], state["step"], dict(state["best"])
+        self.epoch_step = int(state.get("epoch_step", 0))
+        self.partial_sums = dict(state.get("partial_sums") or {})
         self.history = list(state["history"])
-        self.seconds = self.history[-1]["seconds"] if self.history else 0.0
+        previous = self.history[-1]["seconds"] if self.history else 0.0
+        self.seconds = float(state.get("seconds", previous))
 
     # --- the loop -----------------------------------------------------------------------
     def _agree(self, flag: bool) -> bool:
@@ -348,29 +250,50 @@ class Engine:
         for scheduler in self.method.schedulers.values():
             scheduler.step()
 
+    def _batches(self) -> Iterable[Any]:
+        """The current epoch's batches, from the first one not yet trained on."""
+        batches = self.method.loader(self.epoch)
+        if not self.epoch_step:
+            return batches
+        # Skipping draws the skipped batches again; the random state must not notice.
+        rng = ckpt.capture_rng()
+        iterator = iter(batches)
+        for _ in range(self.epoch_step):
+            next(iterator)
+        ckpt.restore_rng(rng)
+        return iterator
+
     def train_one_epoch(self, bar: tqdm, deadline: float | None) -> tuple[dict[str, float], bool]:
-        """One epoch (or until the deadline): mean loss parts, and whether time is up."""
+        """Train the rest of the epoch, or until the deadline.
+
+        Returns:
+            The epoch's mean loss parts, and whether the epoch was completed. An epoch cut
+            short keeps its progress in ``epoch_step`` and ``partial_sums`` (checkpointed).
+        """
         m = self.method
         for net in m.networks.values():
             net.train()
-        sums: dict[str, torch.Tensor] = {}
-        n, time_up = 0, False
-        for batch in m.loader(self.epoch):
+        for batch in itertools.islice(self._batches(), m.steps_per_epoch() - self.epoch_step):
             parts = m.train_step(batch)
             self.scaler.update()
             if m.scheduler_interval == "step":
                 self._step_schedulers()
             self.step += 1
-            n += 1
+            self.epoch_step += 1
             for key, value in parts.items():
-                sums[key] = sums.get(key, 0.0) + value.detach().float()
+                previous = self.partial_sums.get(key, 0.0)
+                self.partial_sums[key] = previous + value.detach().float().cpu()
             bar.update(1)
-            if n % 10 == 1:
+            if self.epoch_step % 10 == 1:
                 bar.set_postfix({k: f"{v.item():.3f}" for k, v in parts.items()})
-            time_up = self._agree(deadline is not None and time.monotonic() > deadline)
-            if time_up:
+            if self._agree(deadline is not None and time.monotonic() > deadline):
                 break
-        return {k: float(v) / max(n, 1) for k, v in sums.items()}, time_up
+        n = self.epoch_step
+        if n < m.steps_per_epoch():
+            return {}, False
+        means = {k: float(v) / n for k, v in self.partial_sums.items()}
+        self.epoch_step, self.partial_sums = 0, {}
+        return means, True
 
     def _is_better(self, value: float | None) -> bool:
         if value is None:
@@ -380,13 +303,50 @@ class Engine:
             return True
         return value > best if self.method.monitor_mode == "max" else value < best
 
-    def run(self, resume: bool = False, until_epoch: int | None = None) -> TrainResult:
-        """Train up to ``epochs`` (or ``until_epoch``) epochs; resume from ``last.pt`` if asked."""
+    def _claim_folder(self, resume: bool, overwrite: bool) -> bool:
+        """Check the run folder; returns whether to resume from its ``last.pt``.
+
+        A folder holding a run is refused unless resuming it, or overwriting it (which
+        deletes its run files first, so old and new never mix).
+        """
+        held = [name for name in RUN_FILES if (self.out / name).exists()]
+        if held and overwrite:
+            if self.rank == 0:
+                for name in held:
+                    (self.out / name).unlink()
+            if self.world > 1:
+                dist.barrier()
+            return False
+        if resume and "last.pt" in held:
+            return True
+        if held:
+            why = "holds no last.pt to resume from" if resume else "already holds a run"
+            raise EngineError(
+                f"{self.out}: {why} ({', '.join(held)}); pass --resume to continue it or "
+                "--overwrite to replace it, or choose another --out"
+            )
+        return False
+
+    def run(
+        self, resume: bool = False, until_epoch: int | None = None, overwrite: bool = False
+    ) -> TrainResult:
+        """Train up to ``epochs`` (or ``until_epoch``) epochs.
+
+        Args:
+            resume: Continue from ``out_dir/last.pt`` if it exists.
+            until_epoch: Stop after this many completed epochs (schedules span ``epochs``).
+            overwrite: Delete the run files already in ``out_dir`` and start afresh.
+
+        Raises:
+            EngineError: ``out_dir`` holds a run and neither ``resume`` nor ``overwrite``
+                is set, or the checkpoint does not fit this run.
+
+        """
         start = time.monotonic()
         s, m = self.settings, self.method
         last, best = self.out / "last.pt", self.out / "best.pt"
         deadline = None if s.max_minutes is None else start + 60.0 * s.max_minutes
-        if resume and last.is_file():
+        if self._claim_folder(resume, overwrite):
             self.resume(last)
         end = min(s.epochs, until_epoch or s.epochs)
         per_epoch = m.steps_per_epoch()
@@ -395,18 +355,26 @@ class Engine:
         time_up = False
         while self.epoch < end and not time_up:
             epoch_start = time.monotonic()
-            parts, time_up = self.train_one_epoch(bar, deadline)
+            parts, complete = self.train_one_epoch(bar, deadline)
+            self.seconds += time.monotonic() - epoch_start
+            if not complete:  # the budget ran out mid-epoch: keep the progress, count nothing
+                if self.rank == 0:
+                    ckpt.save_checkpoint(self.state(), last)
+                break
             self.epoch += 1
+            time_up = deadline is not None and self._agree(time.monotonic() > deadline)
             if m.scheduler_interval == "epoch":
                 self._step_schedulers()
-            due = self.epoch % s.validate_every == 0 or self.epoch == end or time_up
+            # Not when only the budget ends the epoch: a run in chunks validates as one does.
+            due = self.epoch % s.validate_every == 0 or self.epoch == end
+            validation_start = time.monotonic()
             metrics = m.validate() if due and self.rank == 0 else {}
+            self.seconds += time.monotonic() - validation_start
             value = metrics.get(m.monitor) if m.monitor else None
             improved = self._is_better(value)
             no_score = m.monitor is None or (self.best["value"] is None and value is None)
             if improved or no_score:
                 self.best = {"monitor": m.monitor, "value": value, "epoch": self.epoch}
-            self.seconds += time.monotonic() - epoch_start
             lrs = {f"lr_{k}" if len(m.optimizers) > 1 else "lr": o.param_groups[0]["lr"]
                    for k, o in m.optimizers.items()}  # fmt: skip
             row = {"epoch": self.epoch, "step": self.step, **parts}
@@ -425,11 +393,28 @@ class Engine:
         bar.close()
         return TrainResult(self.best["value"], self.best["epoch"], self.epoch,
                            time.monotonic() - start, best, last, self.out / "history.csv",
-                           time_up, m.monitor)  # fmt: skip
+                           self.epoch_step > 0 or time_up, m.monitor,
+                           self.epoch_step)  # fmt: skip
+
+
+def plan_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """``"name: A in the checkpoint, B now"`` for each plan entry that differs.
+
+    Entries the checkpoint lacks (older checkpoints stored less) are not compared.
+    """
+    return [
+        f"{key}: {stored[key]!r} in the checkpoint, {current.get(key)!r} now"
+        for key in stored
+        if stored[key] != current.get(key)
+    ]
 
 
 def run_distributed(
-    make_method: Any, settings: EngineSettings, resume: bool = False, until_epoch: int | None = None
+    make_method: Any,
+    settings: EngineSettings,
+    resume: bool = False,
+    until_epoch: int | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Build a method and train it, single process or under ``torchrun``.
 
@@ -442,6 +427,7 @@ def run_distributed(
         settings: Engine settings.
         resume: Continue from ``out_dir/last.pt`` when it exists.
         until_epoch: Stop after this many completed epochs (schedules still span ``epochs``).
+        overwrite: Replace a run already in ``out_dir`` (see :meth:`Engine.run`).
 
     Returns:
         A :class:`TrainResult`.
@@ -458,7 +444,7 @@ def run_distributed(
         rank = dist.get_rank() if world > 1 else 0
         seed_everything(settings.seed)
         method = make_method(rank, world)
-        return Engine(method, settings, rank, world).run(resume, until_epoch)
+        return Engine(method, settings, rank, world).run(resume, until_epoch, overwrite)
     finally:
         if owns_group:
             dist.destroy_process_group()

@@ -32,3 +32,7 @@ class LabelMapError(AnnotationError):
     `read_label_map` or the metrics keeps working), and so also a `ValueError` for callers
     that expect one.
     """
+
+
+class EngineError(NucsegError, ValueError):
+    """A training setting is invalid, or a checkpoint does not fit the run being resumed."""

@@ -42,6 +42,16 @@ def notebook_parameters(profile: dict, notebook: Path) -> dict:
     return section_parameters(profile, notebook.name.split("_", 1)[0])
 
 
+def resolve_user_path(value: str | None) -> str | None:
+    """Make a path given on the command line absolute, relative to the current folder.
+
+    None, "" and "demo" (the embedded demo data) pass through.
+    """
+    if value in (None, "", "demo"):
+        return value
+    return str(Path(value).expanduser().resolve())
+
+
 def resolve_data_dir(value: str | None) -> str | None:
     """Make a profile's data path absolute (relative to the repository); None means demo data."""
     if value in (None, "", "demo"):

@@ -7,7 +7,11 @@ validation AJI) and ``last.pt`` (every epoch) in ``out_dir``, both written atomi
 ``history.csv``. ``train(config, resume=True)`` continues from ``last.pt``; on the CPU with
 ``num_workers`` fixed the resumed run reproduces the uninterrupted one exactly, because crops
 depend only on ``(seed, epoch, index)`` and the model, optimiser, scheduler and RNG states are
-restored. Command line: ``python -m nucseg.train --profile demo`` (see :func:`main`).
+restored. A run cut short by ``max_minutes`` resumes at its next batch, so training in chunks
+reaches the same weights too. An ``out_dir`` that holds a run is refused unless resuming it or
+overwriting it, and a resume whose settings or data differ from the checkpoint's is refused,
+naming the fields (``nucseg.method.CHANGEABLE_ON_RESUME`` lists what may change).
+Command line: ``python -m nucseg.train --profile demo`` (see :func:`main`).
 """
 
 from __future__ import annotations
@@ -26,21 +30,23 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from nucseg import checkpoint as ckpt
 from nucseg.data.augment import build_augmentation
-from nucseg.data.dataset import CropDataset
+from nucseg.data.dataset import CropDataset, fingerprint_samples
 from nucseg.data.monuseg import Sample, load_split, split_by_organ
 from nucseg.data.source import resolve_data_root
 from nucseg.data.targets import three_class_target, unet_weight_map
-from nucseg.engine import Engine, Method, TrainResult, run_distributed
+from nucseg.engine import CHANGEABLE_ON_RESUME, Engine, Method, TrainResult, run_distributed
 from nucseg.errors import NucsegError
 from nucseg.losses import LossConfig, SegmentationLoss
 from nucseg.metrics import aji
 from nucseg.models import build_model
 from nucseg.postprocess import PostprocessParams, instances_from_three_class
+from nucseg.profiles import resolve_user_path
 from nucseg.runtime import resolve_device
 from nucseg.tiling import predict_probabilities
 from nucseg.train_config import (
     TrainConfig,
     TrainConfigError,
+    flat_values,
     parse_overrides,
     plain_values,
     profile_config,
@@ -210,8 +216,15 @@ class UNetMethod(Method):
         return {"val_aji": float(np.mean(scores))}
 
     def plan(self) -> dict[str, Any]:
-        """Resuming needs the same schedule length."""
-        return {"total_steps": self.total_steps}
+        """Resuming needs the same schedule, settings and data (compared by content)."""
+        settings = flat_values(plain_values(dataclasses.asdict(self.config)))
+        fixed = {k: v for k, v in settings.items() if k not in CHANGEABLE_ON_RESUME}
+        return {
+            "total_steps": self.total_steps,
+            **fixed,
+            "data.train": fingerprint_samples(self.train_samples),
+            "data.validation": fingerprint_samples(self.val_samples),
+        }
 
     def postprocess_state(self) -> dict[str, Any] | None:
         """The validation post-processing, stored so that inference uses the same."""
@@ -225,7 +238,12 @@ class UNetMethod(Method):
         }
 
 
-def train(config: TrainConfig, resume: bool = False, until_epoch: int | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    until_epoch: int | None = None,
+    overwrite: bool = False,
+) -> TrainResult:
     """Train the U-Net on the engine (see the module docstring).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) crops are sharded by rank and
@@ -236,19 +254,23 @@ def train(config: TrainConfig, resume: bool = False, until_epoch: int | None = N
         resume: Continue from ``out_dir/last.pt`` when it exists (else start afresh).
         until_epoch: Stop after this many completed epochs (the schedule still spans
             ``config.epochs``), e.g. to train in chunks; None trains to the end.
+        overwrite: Delete the run already in ``out_dir`` and start afresh.
 
     Returns:
         A :class:`nucseg.engine.TrainResult`.
 
     Raises:
-        NucsegError: Bad data or settings, or a checkpoint that does not fit the config.
+        NucsegError: Bad data or settings, a checkpoint that does not fit the config, or an
+            ``out_dir`` holding a run while neither ``resume`` nor ``overwrite`` is set.
 
     """
+    resolve_device(config.device)  # a missing CUDA fails now, not after loading the data
     return run_distributed(
         lambda rank, world: UNetMethod(config, rank, world),
         config.engine_settings(),
         resume=resume,
         until_epoch=until_epoch,
+        overwrite=overwrite,
     )
 
 
@@ -261,27 +283,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", help="profile in params/ (its '04' section); else defaults")
     parser.add_argument("--data", help="MoNuSeg folder (default: the profile's, or demo data)")
     parser.add_argument("--out", help="output folder for best.pt / last.pt / history.csv")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    parser.add_argument("--max-minutes", type=float, help="time budget in minutes")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    again.add_argument("--overwrite", action="store_true",
+                       help="delete the run already in OUT and start afresh")  # fmt: skip
+    parser.add_argument("--max-minutes", type=float,
+                        help="time budget (> 0) of this call; --resume continues")  # fmt: skip
     parser.add_argument("--epochs", type=int, help="number of epochs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. width=32 or loss.dice_weight=0")  # fmt: skip
     args = parser.parse_args(argv)
-    flags = {"data_dir": args.data, "out_dir": args.out, "max_minutes": args.max_minutes,
-             "epochs": args.epochs}  # fmt: skip
+    # Paths given on the command line are relative to the current folder.
+    flags = {"data_dir": resolve_user_path(args.data), "out_dir": args.out,
+             "max_minutes": args.max_minutes, "epochs": args.epochs}  # fmt: skip
     try:
         config = profile_config(args.profile) if args.profile else TrainConfig()
         overrides = {
             **parse_overrides(args.set),
             **{k: v for k, v in flags.items() if v is not None},
         }
-        result = train(config.with_overrides(overrides), resume=args.resume)
+        config = config.with_overrides(overrides)
+        result = train(config, resume=args.resume, overwrite=args.overwrite)
     except NucsegError as err:
         print(f"nucseg train: error: {err}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         score = "n/a" if result.best_val_aji is None else f"{result.best_val_aji:.4f}"
-        print(f"best val AJI {score} at epoch {result.best_epoch}; {result.epochs_run} epochs "
+        done = f"{result.epochs_run} of {config.epochs} epochs"
+        if result.epoch_step:
+            done += f" and {result.epoch_step} steps of the next (time budget; --resume goes on)"
+        print(f"best val AJI {score} at epoch {result.best_epoch}; {done} "
               f"in {result.seconds:.0f} s; checkpoints in {result.last_path.parent}")  # fmt: skip
     return 0
 

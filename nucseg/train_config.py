@@ -7,10 +7,13 @@ Profiles (``params/<name>.yaml``) carry the training settings in the ``"04"`` no
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 import yaml
 
 from nucseg.engine import EngineError, EngineSettings
@@ -42,8 +45,8 @@ class TrainConfig:
         crops_per_epoch: Crops per epoch over all processes; None = about one coverage of
             the training images.
         lr, weight_decay, scheduler: AdamW settings; ``"cosine"`` or ``"onecycle"`` per step.
-        max_minutes: Time budget of one call; training stops after it, then still validates
-            and saves. None = no limit.
+        max_minutes: Time budget (> 0) of one call; training stops at the first step after
+            it and saves ``last.pt``; resuming continues from the next batch. None = no limit.
         val_fraction, validate_every, seed: Validation split, its period (epochs), the seed.
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         num_workers: DataLoader workers; None = 0 on the CPU, up to 8 on CUDA.
@@ -92,21 +95,34 @@ class TrainConfig:
     def __post_init__(self) -> None:
         try:
             if isinstance(self.loss, Mapping):
+                check_types(LossConfig, self.loss, prefix="loss.")
                 self.loss = LossConfig(**self.loss)
             PostprocessParams(**(self.postprocess or {}))  # fail now, not after an epoch
         except (TypeError, ValueError) as err:  # unknown keys, or LossConfig's own checks
             raise TrainConfigError(f"TrainConfig: {err}") from None
+        check_types(type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        try:
+            torch.device(self.device if self.device != "auto" else "cpu")
+        except RuntimeError:
+            raise TrainConfigError(
+                f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
+            ) from None
+        sizes = {k: getattr(self, k) for k in ("width", "depth", "crop_size", "batch_size")}
         checks = [
             (self.scheduler in SCHEDULERS, f"scheduler must be one of {SCHEDULERS}"),
-            (min(self.width, self.depth, self.crop_size, self.batch_size) >= 1, "sizes >= 1"),
-            (self.epochs >= 1 and self.validate_every >= 1, "epochs, validate_every >= 1"),
-            (0.0 <= self.val_fraction < 1.0, "val_fraction must be in [0, 1)"),
-            (self.lr > 0 and self.weight_decay >= 0, "lr > 0 and weight_decay >= 0"),
-            (self.max_minutes is None or self.max_minutes >= 0, "max_minutes must be >= 0"),
-        ]
+            (min(sizes.values()) >= 1, f"sizes must be >= 1, got {sizes}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.validate_every >= 1, f"validate_every must be >= 1, got {self.validate_every}"),
+            (0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got "
+             f"{self.val_fraction}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.max_minutes is None or self.max_minutes > 0,
+             f"max_minutes must be > 0 (or None: no limit), got {self.max_minutes}"),
+        ]  # fmt: skip
         for ok, message in checks:
             if not ok:
-                raise TrainConfigError(f"TrainConfig: {message}; got {self}")
+                raise TrainConfigError(f"TrainConfig: {message}")
 
     @classmethod
     def from_profile(
@@ -159,6 +175,54 @@ class TrainConfig:
                 target[name] = value
         values["loss"] = loss
         return type(self)(**values)
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether a setting's value fits its annotation (enough for the types settings use)."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arm) for arm in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:  # an int is a fine float; a bool is neither
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (tuple, list):
+        return isinstance(value, tuple | list)
+    if origin is dict:
+        return isinstance(value, Mapping)
+    return isinstance(value, origin or hint)
+
+
+def check_types(cls: type, values: Mapping[str, Any], prefix: str = "") -> None:
+    """Refuse values that do not fit the dataclass's field types, e.g. ``width=2.5``.
+
+    Raises:
+        TrainConfigError: Naming the setting, the value and the type it needs.
+
+    """
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        hint = hints.get(name)
+        if hint is not None and not _type_ok(value, hint):
+            needed = str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+            raise TrainConfigError(
+                f"setting {prefix}{name}={value!r}: needs {needed}, got {type(value).__name__}"
+            )
+
+
+def flat_values(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"loss": {"w0": 10}}`` -> ``{"loss.w0": 10}``: one name per setting."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(flat_values(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def plain_values(value: Any) -> Any:

@@ -97,10 +97,16 @@ class ToyGAN(Method):
         self.pool = list(state["pool"])
 
 
-def train_toy(out_dir, epochs=2, resume=False, until_epoch=None):
-    settings = EngineSettings(out_dir=out_dir, epochs=epochs, device="cpu", threads=1)
+def train_toy(out_dir, epochs=2, resume=False, until_epoch=None, max_minutes=None, **options):
+    settings = EngineSettings(
+        out_dir=out_dir, epochs=epochs, device="cpu", threads=1, max_minutes=max_minutes
+    )
     return run_distributed(
-        lambda rank, world: ToyGAN(rank, world, epochs=epochs), settings, resume, until_epoch
+        lambda rank, world: ToyGAN(rank, world, epochs=epochs),
+        settings,
+        resume,
+        until_epoch,
+        **options,
     )
 
 

@@ -8,7 +8,7 @@ import torch
 from adversarial_toy import ToyGAN, train_toy
 
 from nucseg import checkpoint as ckpt
-from nucseg.engine import Engine, EngineError, EngineSettings, Method, write_history
+from nucseg.engine import Engine, EngineError, EngineSettings, plan_differences, write_history
 
 TOY = Path(__file__).with_name("adversarial_toy.py")
 
@@ -60,37 +60,36 @@ def test_resume_refuses_another_method(tmp_path):
         engine.run(resume=True)
 
 
-def test_frozen_discriminator_keeps_its_weights():
-    method = ToyGAN()
-    Engine(method, EngineSettings(out_dir="unused", device="cpu"))
-    x, y = next(iter(method.loader(0)))
-    with torch.no_grad():
-        fake = method.networks["G"](x)
-    fake.requires_grad_(True)
-    before = {k: v.clone() for k, v in method.networks["D"].state_dict().items()}
-    g_before = [p.clone() for p in method.networks["G"].parameters()]
-    method.optimize_generator(x, y, method.networks["G"](x))
-    for key, value in method.networks["D"].state_dict().items():
-        assert torch.equal(value, before[key]), key
-    assert all(p.grad is None for p in method.networks["D"].parameters())
-    assert any(
-        not torch.equal(p, q)
-        for p, q in zip(method.networks["G"].parameters(), g_before, strict=True)
-    )
-    # the discriminator step, by contrast, changes it
-    method.optimize_discriminator(x, y, fake)
-    changed = method.networks["D"].state_dict()
-    assert any(not torch.equal(changed[k], before[k]) for k in before)
+def test_toy_gan_trained_in_chunks_matches_one_go(tmp_path):
+    straight = train_toy(tmp_path / "a", epochs=2)
+    calls = [train_toy(tmp_path / "b", epochs=2, max_minutes=1e-9)]
+    while calls[-1].epochs_run < 2:
+        calls.append(train_toy(tmp_path / "b", epochs=2, resume=True, max_minutes=1e-9))
+    assert len(calls) == 8  # 4 steps per epoch, one per call
+    a, state_a = _weights(straight.last_path)
+    b, state_b = _weights(calls[-1].last_path)
+    for name in ("G", "D"):
+        for key, value in a[name].items():
+            assert torch.equal(value, b[name][key]), (name, key)
+    assert torch.equal(state_a["extra"]["pool"], state_b["extra"]["pool"])
+    assert [r["G"] for r in state_a["history"]] == [r["G"] for r in state_b["history"]]
 
 
-def test_net_is_bare_while_frozen_and_settings_are_checked(tmp_path):
-    method = ToyGAN()
-    Engine(method, EngineSettings(out_dir=tmp_path, device="cpu"))
-    assert method.net("D") is method.networks["D"]  # one process: never wrapped
-    with pytest.raises(EngineError, match="max_minutes"):
-        Engine(ToyGAN(), EngineSettings(out_dir=tmp_path, max_minutes=-1, device="cpu"))
-    with pytest.raises(EngineError, match="not attached"):
-        Method().backward(torch.zeros(()))
+def test_a_run_folder_is_claimed_once(tmp_path):
+    train_toy(tmp_path, epochs=1)
+    with pytest.raises(EngineError, match="already holds a run"):
+        train_toy(tmp_path, epochs=1)
+    assert train_toy(tmp_path, epochs=1, overwrite=True).epochs_run == 1
+    with pytest.raises(EngineError, match="epochs: 1 in the checkpoint, 2 now"):
+        train_toy(tmp_path, epochs=2, resume=True)
+
+
+def test_plan_differences_name_each_field_and_skip_what_was_not_stored():
+    stored = {"lr": 0.001, "seed": 0, "data.train": "a"}
+    assert plan_differences(stored, {"lr": 0.002, "seed": 0, "data.train": "a", "new": 1}) == [
+        "lr: 0.001 in the checkpoint, 0.002 now"
+    ]
+    assert plan_differences(stored, stored) == []
 
 
 def test_write_history_takes_the_union_of_columns(tmp_path):

@@ -78,16 +78,91 @@ def test_resume_reproduces_an_uninterrupted_run(demo, tmp_path):
 
 def test_resume_with_other_settings_is_refused(demo, tmp_path):
     train(_config(demo, tmp_path, epochs=1))
-    with pytest.raises(TrainConfigError, match="plan {'total_steps': 2}"):
+    with pytest.raises(TrainConfigError, match="epochs: 1 in the checkpoint, 3 now"):
         train(_config(demo, tmp_path, epochs=3), resume=True)
+    with pytest.raises(TrainConfigError, match=r"lr: 0\.001 in the checkpoint, 0\.002 now"):
+        train(_config(demo, tmp_path, epochs=1, lr=0.002), resume=True)
+    with pytest.raises(TrainConfigError, match="loss.boundary_weight: 5.0 in the checkpoint"):
+        train(_config(demo, tmp_path, epochs=1, loss={"boundary_weight": 2.0}), resume=True)
+    # Settings that change neither data nor optimisation may differ.
+    changed = {"max_minutes": 30.0, "threads": 2, "num_workers": 0}
+    assert train(_config(demo, tmp_path, epochs=1, **changed), resume=True).epochs_run == 1
 
 
-def test_time_budget_stops_cleanly_and_distance_weights(demo, tmp_path):
+def test_resume_on_other_data_is_refused_even_under_the_same_path(tmp_path):
+    data = tmp_path / "data"
+    write_demo_dataset(data, n_train=5, n_test=1, size=96, seed=0)
+    train(_config(data, tmp_path / "run", epochs=1))
+    write_demo_dataset(tmp_path / "other", n_train=5, n_test=1, size=96, seed=1)
+    (data).rename(tmp_path / "first")
+    (tmp_path / "other").rename(data)
+    with pytest.raises(TrainConfigError, match="data.train: "):
+        train(_config(data, tmp_path / "run", epochs=1), resume=True)
+
+
+def test_an_existing_run_is_never_silently_replaced(demo, tmp_path):
+    first = train(_config(demo, tmp_path, epochs=1))
+    before = first.last_path.read_bytes()
+    with pytest.raises(TrainConfigError, match="already holds a run .*--resume.*--overwrite"):
+        train(_config(demo, tmp_path, epochs=1, seed=3))
+    assert first.last_path.read_bytes() == before
+    # A folder with best.pt but no last.pt cannot be resumed: it would mix two runs.
+    first.last_path.unlink()
+    with pytest.raises(TrainConfigError, match="holds no last.pt to resume from"):
+        train(_config(demo, tmp_path, epochs=1), resume=True)
+    again = train(_config(demo, tmp_path, epochs=1, seed=3), overwrite=True)
+    state = ckpt.load_checkpoint(again.best_path)
+    assert state["meta"]["config"]["seed"] == 3 and again.last_path.is_file()
+    assert len(_history(again.history_path)) == 1
+
+
+def test_time_budget_never_counts_a_cut_short_epoch(demo, tmp_path):
     loss = LossConfig(use_distance_weights=True)
-    result = train(_config(demo, tmp_path, epochs=5, max_minutes=0.0, loss=loss))
-    assert result.stopped_early and result.epochs_run == 1
+    result = train(_config(demo, tmp_path, epochs=5, max_minutes=1e-9, loss=loss))
+    assert result.stopped_early and result.epochs_run == 0 and result.epoch_step == 1
     state = ckpt.load_checkpoint(result.last_path)
-    assert state["step"] == 1 and state["history"][0]["val_aji"] is not None
+    assert (state["epoch"], state["step"], state["epoch_step"]) == (0, 1, 1)
+    assert state["history"] == [] and not result.history_path.exists()
+
+
+def test_training_in_chunks_reaches_the_weights_of_one_go(demo, tmp_path):
+    straight = train(_config(demo, tmp_path / "straight", epochs=3, validate_every=2))
+    chunked = _config(demo, tmp_path / "chunked", epochs=3, validate_every=2, max_minutes=1e-9)
+    calls = [train(chunked)]
+    while calls[-1].epochs_run < 3:  # every call stops after one step of 2 per epoch
+        calls.append(train(chunked, resume=True))
+    assert len(calls) == 6 and [c.epoch_step for c in calls] == [1, 0] * 3
+    a = ckpt.load_checkpoint(straight.last_path)
+    b = ckpt.load_checkpoint(calls[-1].last_path)
+    assert a["step"] == b["step"] == 6
+    for key, value in a["networks"]["net"]["state_dict"].items():
+        assert torch.equal(value, b["networks"]["net"]["state_dict"][key]), key
+    assert a["optimizers"]["net"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert b["optimizers"]["net"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    drop = ("seconds",)
+    rows = [[{k: v for k, v in r.items() if k not in drop} for r in s["history"]] for s in (a, b)]
+    assert rows[0] == rows[1]
+
+
+@pytest.mark.parametrize("minutes", [0, -1, 0.0])
+def test_a_time_budget_of_zero_or_less_is_refused(demo, tmp_path, minutes):
+    with pytest.raises(TrainConfigError, match="max_minutes must be > 0"):
+        _config(demo, tmp_path, max_minutes=minutes)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("width=abc", "setting width='abc': needs int, got str"),
+        ("width=2.5", "setting width=2.5: needs int, got float"),
+        ("device=tpu", "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+        ("loss.w0=x", "setting loss.w0='x': needs float"),
+    ],
+)
+def test_cli_names_a_bad_setting_in_one_line(capsys, tmp_path, setting, message):
+    assert main(["--out", str(tmp_path), "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
 
 
 def test_no_validation_set_keeps_last_as_best(demo, tmp_path):
@@ -130,11 +205,6 @@ def test_resume_after_kill_9(demo, tmp_path):
     assert [int(r["epoch"]) for r in rows] == list(range(1, 13))
     assert [int(r["step"]) for r in rows] == list(range(2, 26, 2))
     assert [r["val_aji"] != "" for r in rows] == [e % 4 == 0 for e in range(1, 13)]
-
-
-def test_negative_time_budget_is_refused(demo, tmp_path):
-    with pytest.raises(TrainConfigError, match="max_minutes"):
-        _config(demo, tmp_path, max_minutes=-1)
 
 
 def test_cli_reports_bad_settings(capsys, tmp_path):
