@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m nucseg.bench metrics|predict [options]` (see `--help` of each).
+"""Benchmarks: `python -m nucseg.bench metrics|predict|train [options]` (see `--help` of each).
 
 `metrics` times the sparse-contingency metrics of `nucseg.metrics` on a deterministic synthetic
 image (ellipses as GT; the prediction shifts and rescales them and adds merges, splits, misses and
@@ -10,6 +10,10 @@ demo image, stage by stage (read, tiling/network, post-processing, total), and m
 resident memory of one prediction on a `--size` and on a `--big` image, each in a fresh
 subprocess (`predict-peak`) so that the two peaks are separate. Without a weights file it builds
 an untrained U-Net: the time does not depend on the weights.
+
+`train` times U-Net training steps (data, compute, validation amortised) of fp32 and bf16
+autocast, each with GroupNorm and BatchNorm, side by side, and compares their losses (see
+`nucseg._bench_train`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from tqdm.auto import tqdm
 from nucseg import _reference_metrics as ref
 from nucseg import metrics
 from nucseg._bench_predict import add_predict_parsers, positive_int
+from nucseg._bench_train import add_train_parser
 from nucseg.errors import NucsegError
 
 T = TypeVar("T")
@@ -209,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=run_metrics)
 
     add_predict_parsers(sub)
+    add_train_parser(sub)
     return parser
 
 

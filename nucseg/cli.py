@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from nucseg.errors import NucsegError
+from nucseg.errors import AnnotationWarning, NucsegError, ScoringWarning
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -21,42 +22,52 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from nucseg.evaluate import evaluate_folders, format_table
+    from nucseg.evaluate import evaluate_folders, format_table, prediction_files, write_table
+    from nucseg.outputs import check_writable_folder
 
+    prediction_files(args.pred_dir)  # a bad folder fails before anything is scored
+    csv = Path(args.csv) if args.csv else Path(args.pred_dir) / "scores.csv"
+    if csv.is_dir():
+        raise NucsegError(f"{csv}: --csv is a folder; give a file name, e.g. {csv / 'scores.csv'}")
+    check_writable_folder(csv.parent, "the --csv folder")
     table = evaluate_folders(args.gt_dir, args.pred_dir, split=args.split)
     print(format_table(table))
-    csv = Path(args.csv) if args.csv else Path(args.pred_dir) / "scores.csv"
-    table.to_csv(csv, index=False)
+    write_table(table, csv)
     print(f"scores written to {csv}")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     from nucseg.infer import predict_files
-    from nucseg.nuclei_table import write_nuclei_csv
 
     options = {
         name: getattr(args, name)
         for name in ("weights", "tta", "device", "tile", "overlap")
         if getattr(args, name) is not None
     }
+    if args.device is not None:  # a missing CUDA fails before any image is read
+        from nucseg.runtime import resolve_device
+
+        resolve_device(args.device)
     written = predict_files(
-        args.images, args.out, method=args.method, overlay=args.overlay, xml=args.xml, **options
-    )
+        args.images, args.out, method=args.method, overlay=args.overlay, xml=args.xml,
+        nuclei_csv=args.csv, **options,
+    )  # fmt: skip
     for item in written:
+        extra = [p for p in (item.overlay, item.xml, item.nuclei_csv) if p is not None]
         line = f"{item.image.name}: {item.n_nuclei} nuclei -> {item.instances}"
-        if args.csv:
-            line += f", {write_nuclei_csv(item.instances)}"
-        print(line)
+        print(", ".join([line, *map(str, extra)]))
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
+    from nucseg.profiles import resolve_user_path
     from nucseg.report import run_report
 
     run_dir = run_report(
-        profile=args.profile, data=args.data, out=args.out, only=args.only, render=args.render
-    )
+        profile=args.profile, data=resolve_user_path(args.data), out=args.out, only=args.only,
+        render=args.render,
+    )  # fmt: skip
     print(f"executed notebooks, figures and results in {run_dir}")
     print((run_dir / "results.md").read_text())
     return 0
@@ -117,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--profile", default="demo", help="a profile in params/ (demo, monuseg-cpu, ...)"
     )
-    rep.add_argument("--data", help="MoNuSeg folder (default: the profile's, or demo data)")
+    rep.add_argument(
+        "--data", help="MoNuSeg folder, relative to the current folder (default: the profile's)"
+    )
     rep.add_argument("--out", help="run folder (default runs/PROFILE)")
     rep.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these")
     rep.add_argument(
@@ -129,19 +142,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(command: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints nucseg's own warnings as one line each."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        if issubclass(category, AnnotationWarning | ScoringWarning):
+            print(f"nucseg {command}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:  # `nucseg train` is `python -m nucseg.train`, with its own flags
-        from nucseg.train import main as train_main
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warnings(argv[0] if argv else "")
+        if argv[:1] == ["train"]:  # `nucseg train` is `python -m nucseg.train`, with its flags
+            from nucseg.train import main as train_main
 
-        return train_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except NucsegError as err:
-        print(f"nucseg {args.command}: error: {err}", file=sys.stderr)
-        return 2
+            return train_main(argv[1:])
+        args = build_parser().parse_args(argv)
+        try:
+            return args.func(args)
+        except NucsegError as err:
+            print(f"nucseg {args.command}: error: {err}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

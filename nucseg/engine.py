@@ -21,12 +21,11 @@ A method plugs in as ``nucseg.method`` shows.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import os
 import random
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,16 +38,13 @@ from tqdm.auto import tqdm
 from nucseg import checkpoint as ckpt
 from nucseg.errors import EngineError
 from nucseg.method import CHANGEABLE_ON_RESUME, Method
-from nucseg.runtime import amp_dtype, atomic_write, resolve_device
+from nucseg.run_folder import RUN_FILES, check_run_folder, plan_differences, write_history
+from nucseg.runtime import amp_dtype, resolve_amp, resolve_device
 
 __all__ = [
     "CHANGEABLE_ON_RESUME", "Engine", "EngineError", "EngineSettings", "Method", "RUN_FILES",
     "TrainResult", "plan_differences", "run_distributed", "seed_everything", "write_history",
 ]  # fmt: skip
-
-
-#: Files of a run; ``Engine.run`` refuses a folder holding any of them unless resuming.
-RUN_FILES = ("last.pt", "best.pt", "history.csv")
 
 
 @dataclass(frozen=True)
@@ -64,7 +60,8 @@ class EngineSettings:
         validate_every: Validation period in epochs (the last epoch always validates).
         seed: Seed of python, numpy and torch.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see ``nucseg.runtime``).
-        amp: Mixed precision (autocast + ``GradScaler``); None = on for CUDA only.
+        amp: Mixed precision (autocast, plus a ``GradScaler`` for float16); None = on for CUDA
+            and for a CPU with native bfloat16 (``nucseg.runtime.resolve_amp``).
         channels_last: Channels-last memory format; None = on (faster on CUDA and the CPU).
         threads: CPU threads; None = all cores, shared among DDP processes.
 
@@ -124,18 +121,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def write_history(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    """Write history rows to CSV atomically; columns are the union of the rows' keys."""
-    fields: dict[str, None] = {}
-    for row in rows:
-        fields.update(dict.fromkeys(row))
-    with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(fields) or ["epoch"], restval="")
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
-    return path
-
-
 class Engine:
     """Runs a :class:`Method`: the loop, checkpoints, history and resume (see the module doc)."""
 
@@ -150,7 +135,7 @@ class Engine:
         self.method, self.rank, self.world = method, rank, world
         self.device = resolve_device(s.device, int(os.environ.get("LOCAL_RANK", 0)))
         cuda = self.device.type == "cuda"
-        self.amp = cuda if s.amp is None else bool(s.amp) and cuda
+        self.amp = resolve_amp(self.device, s.amp)  # CUDA; the CPU where bf16 is native
         channels_last = s.channels_last is None or s.channels_last
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if cuda:
@@ -304,28 +289,18 @@ class Engine:
         return value > best if self.method.monitor_mode == "max" else value < best
 
     def _claim_folder(self, resume: bool, overwrite: bool) -> bool:
-        """Check the run folder; returns whether to resume from its ``last.pt``.
+        """Check the run folder (see :func:`check_run_folder`); returns whether to resume.
 
-        A folder holding a run is refused unless resuming it, or overwriting it (which
-        deletes its run files first, so old and new never mix).
+        Overwriting deletes the run files first, so that old and new never mix.
         """
-        held = [name for name in RUN_FILES if (self.out / name).exists()]
-        if held and overwrite:
+        resuming = check_run_folder(self.out, resume, overwrite)
+        if overwrite:
             if self.rank == 0:
-                for name in held:
-                    (self.out / name).unlink()
+                for name in RUN_FILES:
+                    (self.out / name).unlink(missing_ok=True)
             if self.world > 1:
                 dist.barrier()
-            return False
-        if resume and "last.pt" in held:
-            return True
-        if held:
-            why = "holds no last.pt to resume from" if resume else "already holds a run"
-            raise EngineError(
-                f"{self.out}: {why} ({', '.join(held)}); pass --resume to continue it or "
-                "--overwrite to replace it, or choose another --out"
-            )
-        return False
+        return resuming
 
     def run(
         self, resume: bool = False, until_epoch: int | None = None, overwrite: bool = False
@@ -397,18 +372,6 @@ class Engine:
                            self.epoch_step)  # fmt: skip
 
 
-def plan_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """``"name: A in the checkpoint, B now"`` for each plan entry that differs.
-
-    Entries the checkpoint lacks (older checkpoints stored less) are not compared.
-    """
-    return [
-        f"{key}: {stored[key]!r} in the checkpoint, {current.get(key)!r} now"
-        for key in stored
-        if stored[key] != current.get(key)
-    ]
-
-
 def run_distributed(
     make_method: Any,
     settings: EngineSettings,
@@ -442,6 +405,7 @@ def run_distributed(
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         rank = dist.get_rank() if world > 1 else 0
+        check_run_folder(Path(settings.out_dir), resume, overwrite)  # before loading any data
         seed_everything(settings.seed)
         method = make_method(rank, world)
         return Engine(method, settings, rank, world).run(resume, until_epoch, overwrite)

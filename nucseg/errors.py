@@ -36,3 +36,11 @@ class LabelMapError(AnnotationError):
 
 class EngineError(NucsegError, ValueError):
     """A training setting is invalid, or a checkpoint does not fit the run being resumed."""
+
+
+class AnnotationWarning(UserWarning):
+    """Ground truth that was used, but may not mean what it seems (skipped regions, no nuclei)."""
+
+
+class ScoringWarning(UserWarning):
+    """A score that is computed, but probably not what the user meant (e.g. a binary mask)."""

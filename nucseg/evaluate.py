@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,9 @@ from tqdm.auto import tqdm
 from nucseg.data.images import LABEL_SUFFIXES, read_label_map
 from nucseg.data.monuseg import discover, load_sample, organ_of, read_xml_regions
 from nucseg.data.poly2mask import rasterise_polygons
-from nucseg.errors import LayoutError
+from nucseg.errors import AnnotationWarning, LayoutError, ScoringWarning, ShapeMismatchError
 from nucseg.metrics import score, summarize
+from nucseg.runtime import atomic_write
 
 METRIC_COLUMNS = ("aji", "aji_plus", "pq", "dq", "sq", "f1", "dice")
 
@@ -65,16 +67,61 @@ def load_ground_truth(gt_dir: str | Path, split: str | None = None) -> GroundTru
     )
 
 
+#: A prediction whose largest instance holds more than this fraction of its foreground, where
+#: the ground truth has several nuclei, is probably a binary mask passed as an instance map.
+BINARY_MASK_FRACTION = 0.5
+
+
+def check_scorable(image_id: str, gt: np.ndarray, pred: np.ndarray, source: str = "") -> None:
+    """Refuse a shape mismatch; warn about scores that cannot mean what they seem.
+
+    Args:
+        image_id: The image, for messages.
+        gt: Ground-truth instance map.
+        pred: Predicted instance map.
+        source: The prediction's file, for messages (default: the image id only).
+
+    Raises:
+        ShapeMismatchError: Naming the image, the file and both shapes.
+
+    """
+    where = f"{image_id} ({source})" if source else image_id
+    if gt.shape != pred.shape:
+        raise ShapeMismatchError(
+            f"{where}: prediction shape {pred.shape} differs from ground-truth shape {gt.shape}"
+        )
+    if not gt.any():
+        warnings.warn(
+            f"{where}: the ground truth has no nucleus, so AJI is 1 for an empty prediction and "
+            "0 for any other; the score says nothing about the method",
+            AnnotationWarning,
+            stacklevel=3,
+        )
+        return
+    counts = np.bincount(pred.ravel())[1:] if pred.any() else np.zeros(0, np.int64)
+    n_gt = len(np.unique(gt)) - 1
+    if n_gt > 1 and counts.size and counts.max() > BINARY_MASK_FRACTION * counts.sum():
+        warnings.warn(
+            f"{where}: one predicted instance covers {counts.max() / counts.sum():.0%} of the "
+            f"predicted foreground, against {n_gt} ground-truth nuclei; is it a binary mask? "
+            "An instance map needs one id per nucleus (e.g. skimage.measure.label)",
+            ScoringWarning,
+            stacklevel=3,
+        )
+
+
 def evaluate_predictions(
     ground_truth: Mapping[str, np.ndarray],
     predictions: Mapping[str, np.ndarray],
     organs: Mapping[str, str] | None = None,
+    sources: Mapping[str, Path] | None = None,
 ) -> pd.DataFrame:
     """Score each prediction against its ground truth.
 
     Every ground-truth image needs a prediction and every prediction a ground truth: a missing
     one is an error, never a silently shorter table. `organs` maps image ids to organs
-    (default: from the TCGA code of each id).
+    (default: from the TCGA code of each id); `sources` to prediction files, for messages.
+    Each pair is checked by :func:`check_scorable` first.
 
     Returns:
         One row per image: image_id, organ, then every metric of `nucseg.metrics.ImageScores`.
@@ -89,6 +136,8 @@ def evaluate_predictions(
         )
     rows = []
     for image_id in sorted(ground_truth):
+        source = str(sources[image_id]) if sources and image_id in sources else ""
+        check_scorable(image_id, ground_truth[image_id], predictions[image_id], source)
         scores = score(ground_truth[image_id], predictions[image_id])
         organ = organs[image_id] if organs is not None else organ_of(image_id)
         rows.append({"image_id": image_id, "organ": organ, **scores.as_dict()})
@@ -99,13 +148,39 @@ def evaluate_folders(
     gt_dir: str | Path, pred_dir: str | Path, split: str | None = None
 ) -> pd.DataFrame:
     """Score a folder of predicted label maps (`<image_id>.npy|.png|.tif`) against ground truth."""
+    files = prediction_files(pred_dir)  # a bad folder fails before the ground truth loads
     truth = load_ground_truth(gt_dir, split)
-    return evaluate_predictions(truth.instances, load_predictions(pred_dir), truth.organs)
+    predictions = {stem: read_label_map(path) for stem, path in files.items()}
+    return evaluate_predictions(truth.instances, predictions, truth.organs, files)
+
+
+def prediction_files(pred_dir: str | Path) -> dict[str, Path]:
+    """The label maps `<image_id>.npy|.png|.tif` in a folder, keyed by image id.
+
+    Raises:
+        LayoutError: The folder is missing, is a file, or holds no label map.
+
+    """
+    folder = Path(pred_dir)
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "no such folder"
+        raise LayoutError(f"{folder}: prediction folder {what}")
+    files = _label_files(folder)
+    if not files:
+        raise LayoutError(f"{folder}: no label map ({', '.join(LABEL_SUFFIXES)}) in the folder")
+    return files
 
 
 def load_predictions(pred_dir: str | Path) -> dict[str, np.ndarray]:
     """Read every label map `<image_id>.npy|.png|.tif` in a folder, keyed by image id."""
-    return {stem: read_label_map(path) for stem, path in _label_files(Path(pred_dir)).items()}
+    return {stem: read_label_map(path) for stem, path in prediction_files(pred_dir).items()}
+
+
+def write_table(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write a table as CSV atomically (parent folders are created); returns the path."""
+    with atomic_write(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return Path(path)
 
 
 def format_table(table: pd.DataFrame) -> str:
@@ -119,10 +194,7 @@ def format_table(table: pd.DataFrame) -> str:
 
 def save_method_scores(run_dir: str | Path, method: str, table: pd.DataFrame) -> Path:
     """Write one method's per-image test scores to `RUN_DIR/metrics/<method>.csv`."""
-    path = Path(run_dir) / "metrics" / f"{method}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False)
-    return path
+    return write_table(table, Path(run_dir) / "metrics" / f"{method}.csv")
 
 
 def load_method_scores(run_dir: str | Path) -> dict[str, pd.DataFrame]:

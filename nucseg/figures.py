@@ -7,6 +7,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from nucseg.runtime import atomic_write
+
 #: Inline figures whose PNG is larger than this are shown as JPEG: H&E crops compress about
 #: five times better that way, while charts stay sharp PNGs.
 MAX_INLINE_PNG_KB = 150
@@ -25,8 +27,8 @@ def save_figure(fig: Figure, folder: str | Path | None, name: str, dpi: int = 11
     if folder is None:
         return None
     path = Path(folder) / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     return path
 
 

@@ -33,7 +33,9 @@ from nucseg.data.images import (
     write_image,
     write_label_map,
 )
-from nucseg.errors import ImageReadError, NucsegError
+from nucseg.errors import ImageReadError, NucsegError, ShapeMismatchError
+from nucseg.nuclei_table import write_nuclei_csv
+from nucseg.outputs import claim_outputs, plan_outputs
 from nucseg.overlay import overlay_contours
 from nucseg.postprocess import PostprocessParams, instances_from_three_class
 
@@ -214,6 +216,7 @@ class PredictionFiles:
     overlay: Path | None
     n_nuclei: int
     xml: Path | None = None
+    nuclei_csv: Path | None = None
 
 
 def predict_files(
@@ -223,9 +226,14 @@ def predict_files(
     overlay: bool = False,
     predictor: Predictor | None = None,
     xml: bool = False,
+    nuclei_csv: bool = False,
     **options: object,
 ) -> list[PredictionFiles]:
-    """Segment image files and write `<stem>.tif` instance maps (and overlays, XML).
+    """Segment image files and write `<stem>.tif` instance maps (and overlays, XML, CSV).
+
+    Every output path is checked before any work starts (`nucseg.outputs.plan_outputs`):
+    an input file, a file predict did not write, or one path claimed by two inputs is
+    refused, naming the files. Every file is written atomically.
 
     Args:
         paths: image files or folders of images.
@@ -234,30 +242,43 @@ def predict_files(
         overlay: also write a contour overlay PNG per image (`<stem>_overlay.png`).
         predictor: an already built predictor, to reuse loaded weights.
         xml: also write the nuclei as ImageScope XML polygons (`<stem>.xml`).
+        nuclei_csv: also write per-nucleus area and centroid (`<stem>_nuclei.csv`).
         **options: passed to `get_predictor`.
 
     Returns:
         One `PredictionFiles` per input image, in input order.
+
+    Raises:
+        NucsegError: Unreadable input, a bad method or option, or an unsafe output folder
+            (`nucseg.outputs.OutputError`).
+
     """
-    images = expand_image_paths(paths)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    plan = plan_outputs(expand_image_paths(paths), out_dir, overlay, xml, nuclei_csv)
     predict = predictor or get_predictor(method, **options)
+    claim_outputs(plan)
     written = []
-    for path in tqdm(images, desc=f"predict {method}", unit="image", disable=len(images) < 3):
-        image = read_image(path)
+    bar = tqdm(plan.images, desc=f"predict {method}", unit="image", disable=len(plan.images) < 3)
+    for item in bar:
+        image = read_image(item.image)
         instances = predict(image)
-        inst_path = out / f"{path.stem}.tif"
-        write_label_map(inst_path, instances)
-        over_path = None
-        if overlay:
-            over_path = out / f"{path.stem}_overlay.png"
-            write_image(over_path, overlay_contours(image, instances))
-        xml_path = (
-            write_instances_xml(out / f"{path.stem}.xml", instances, path.stem) if xml else None
-        )
+        if instances.shape != image.shape[:2]:
+            raise ShapeMismatchError(
+                f"{item.image}: method {method!r} predicted shape {instances.shape} for an "
+                f"image of shape {image.shape[:2]}"
+            )
+        write_label_map(item.instances, instances)
+        if item.overlay is not None:
+            write_image(item.overlay, overlay_contours(image, instances))
+        if item.xml is not None:
+            write_instances_xml(item.xml, instances, item.image.stem)
+        if item.nuclei_csv is not None:
+            write_nuclei_csv(instances, item.nuclei_csv)
         n_nuclei = int(np.count_nonzero(np.unique(instances)))
-        written.append(PredictionFiles(path, inst_path, over_path, n_nuclei, xml_path))
+        written.append(
+            PredictionFiles(
+                item.image, item.instances, item.overlay, n_nuclei, item.xml, item.nuclei_csv
+            )
+        )
     return written
 
 

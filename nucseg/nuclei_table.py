@@ -9,6 +9,7 @@ import pandas as pd
 from skimage.measure import regionprops_table
 
 from nucseg.data.images import read_label_map
+from nucseg.runtime import atomic_write
 
 
 def nuclei_table(instances: np.ndarray) -> pd.DataFrame:
@@ -30,9 +31,19 @@ def nuclei_table(instances: np.ndarray) -> pd.DataFrame:
     return table
 
 
-def write_nuclei_csv(instance_file: str | Path) -> Path:
-    """Write `<stem>_nuclei.csv` beside an instance map file and return its path."""
-    path = Path(instance_file)
-    out = path.with_name(f"{path.stem}_nuclei.csv")
-    nuclei_table(read_label_map(path)).to_csv(out, index=False)
-    return out
+def write_nuclei_csv(instances: str | Path | np.ndarray, out: str | Path | None = None) -> Path:
+    """Write the nuclei table of an instance map as CSV, atomically; returns its path.
+
+    Args:
+        instances: An instance map, or a label-map file.
+        out: Destination; default `<stem>_nuclei.csv` beside a label-map file.
+
+    """
+    if out is None:
+        if not isinstance(instances, str | Path):
+            raise ValueError("write_nuclei_csv: give `out` when passing an array")
+        out = Path(instances).with_name(f"{Path(instances).stem}_nuclei.csv")
+    labels = instances if isinstance(instances, np.ndarray) else read_label_map(instances)
+    with atomic_write(out) as tmp:
+        nuclei_table(labels).to_csv(tmp, index=False)
+    return Path(out)

@@ -15,8 +15,14 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from nucseg.errors import NucsegError
-from nucseg.evaluate import load_method_scores, markdown_table, results_table
-from nucseg.profiles import REPO_ROOT, load_profile, notebook_parameters, resolve_data_dir
+from nucseg.evaluate import load_method_scores, markdown_table, results_table, write_table
+from nucseg.profiles import (
+    REPO_ROOT,
+    load_profile,
+    notebook_parameters,
+    resolve_data_dir,
+    resolve_user_path,
+)
 from nucseg.runtime import write_bytes_atomic
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -92,7 +98,8 @@ def run_report(
 
     Args:
         profile: name of a YAML profile in `params/`.
-        data: MoNuSeg folder overriding the profile's `data_dir`.
+        data: MoNuSeg folder overriding the profile's `data_dir`; a relative path is taken
+            from the current folder (a profile's own path, from the repository).
         out: run folder (default `runs/<profile>`).
         only: notebook name prefixes to run (default: all).
         notebooks_dir: where the numbered notebooks are.
@@ -118,14 +125,16 @@ def run_report(
     for notebook in bar:
         bar.set_postfix_str(notebook.name)
         params = notebook_parameters(settings, notebook)
-        params["data_dir"] = resolve_data_dir(data if data is not None else params.get("data_dir"))
+        chosen = resolve_user_path(data) if data is not None else params.get("data_dir")
+        params["data_dir"] = resolve_data_dir(chosen)
         params.update(profile=profile, run_dir=str(run_dir), figures_dir=str(figures))
         seconds = run_notebook(notebook, executed / notebook.name, params)
         timings.append(f"{notebook.name},{seconds:.1f}")
         if render:
             write_rendered(executed / notebook.name, notebook)
-    (run_dir / "timings.csv").write_text("notebook,seconds\n" + "\n".join(timings) + "\n")
+    timing_text = "notebook,seconds\n" + "\n".join(timings) + "\n"
+    write_bytes_atomic(run_dir / "timings.csv", timing_text.encode("utf-8"))
     table = results_table(load_method_scores(run_dir))
-    table.to_csv(run_dir / "results.csv", index=False)
-    (run_dir / "results.md").write_text(markdown_table(table) + "\n")
+    write_table(table, run_dir / "results.csv")
+    write_bytes_atomic(run_dir / "results.md", (markdown_table(table) + "\n").encode("utf-8"))
     return run_dir

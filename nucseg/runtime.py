@@ -6,6 +6,8 @@ One definition of each, so that training, tiled inference and the benchmarks agr
   machine without it is an error everywhere (never a silent fall-back to the CPU).
 - :func:`autocast` / :func:`amp_dtype`: mixed precision is bfloat16 where the device supports
   it, else float16 (which needs a ``GradScaler`` to train).
+- :func:`cpu_bf16_native` / :func:`resolve_amp`: whether training autocasts: on CUDA, and on
+  the CPU only where it computes bfloat16 in hardware (emulated bfloat16 is slower than fp32).
 - :func:`image_to_tensor` / :func:`tensor_to_image`: uint8 RGB <-> network input, scaled to
   ``[0, 1]`` (segmentation networks) or ``[-1, 1]`` (GAN generators, which end in ``tanh``).
 - :func:`atomic_write` / :func:`write_bytes_atomic`: a file appears whole or not at all.
@@ -17,8 +19,10 @@ torch is imported inside the functions that need it, so that floor-1 modules wit
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -40,7 +44,9 @@ __all__ = [
     "amp_dtype",
     "atomic_write",
     "autocast",
+    "cpu_bf16_native",
     "image_to_tensor",
+    "resolve_amp",
     "resolve_device",
     "tensor_to_image",
     "write_bytes_atomic",
@@ -103,6 +109,74 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=amp_dtype(device))
+
+
+# x86 flags (AVX512-BF16, AMX-BF16) and the aarch64 feature (ARMv8.6 BF16) of /proc/cpuinfo.
+_NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+@functools.lru_cache(maxsize=4)
+def _cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """Feature flags of the first CPU in ``cpuinfo`` (x86 ``flags``, aarch64 ``Features``)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:  # not Linux
+        return frozenset()
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def _mkldnn_bf16() -> bool:
+    """Whether torch's oneDNN backend runs bfloat16 kernels on this CPU."""
+    import torch
+
+    try:
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):  # a build without the op
+        return False
+
+
+def cpu_bf16_native() -> bool:
+    """Whether this CPU computes bfloat16 in hardware, so that CPU autocast pays off.
+
+    True when /proc/cpuinfo lists AVX512-BF16 or AMX-BF16 (x86) or BF16 (aarch64) and torch's
+    oneDNN backend runs bfloat16. oneDNN also accepts bfloat16 on plain AVX-512 by emulation,
+    which is slower than float32: that is not native. Without /proc/cpuinfo (macOS, Windows) the
+    answer is False.
+    """
+    return bool(_cpu_flags() & _NATIVE_BF16_FLAGS) and bool(_mkldnn_bf16())
+
+
+def resolve_amp(device: torch.device, amp: bool | None) -> bool:
+    """Whether training on ``device`` autocasts (to :func:`amp_dtype`).
+
+    Args:
+        device: The training device.
+        amp: None = on for CUDA and for a CPU with native bfloat16 (:func:`cpu_bf16_native`);
+            True = on for CUDA, and on the CPU where bfloat16 is native, else off with a
+            ``RuntimeWarning``; False = off. Other devices never autocast.
+
+    Returns:
+        True to autocast.
+
+    """
+    if not (amp is None or amp) or device.type not in ("cuda", "cpu"):
+        return False
+    if device.type == "cuda":
+        return True
+    if cpu_bf16_native():
+        return True
+    if amp:
+        warnings.warn(
+            "amp=True: this CPU has no native bfloat16 (AVX512-BF16 / AMX-BF16 / ARM BF16), "
+            "where autocast is slower than float32; training runs in float32",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return False
 
 
 def image_to_tensor(image: np.ndarray, value_range: ValueRange = "unit") -> torch.Tensor:

@@ -112,7 +112,9 @@ class UNetMethod(Method):
         self.config, self.rank, self.world = config, rank, world
         self.postprocess = PostprocessParams(**(config.postprocess or {}))
         self.train_samples, self.val_samples = split_training_samples(config)
-        self.model_kwargs = {"width": config.width, "depth": config.depth}
+        self.model_kwargs: dict[str, Any] = {"width": config.width, "depth": config.depth}
+        if config.norm != "group":  # GroupNorm specs unchanged: old checkpoints still resume
+            self.model_kwargs["norm"] = config.norm
         net = build_model(config.model, **self.model_kwargs)
         self.networks = {"net": net}
         self.criterion = SegmentationLoss(config.loss)

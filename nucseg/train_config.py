@@ -18,6 +18,7 @@ import yaml
 
 from nucseg.engine import EngineError, EngineSettings
 from nucseg.losses import LossConfig
+from nucseg.models.unet import NORMS
 from nucseg.postprocess import PostprocessParams
 from nucseg.profiles import load_profile, resolve_data_dir, section_parameters
 
@@ -39,7 +40,8 @@ class TrainConfig:
         extra_pairs_dir: Another folder in MoNuSeg layout whose pairs (all splits) are added
             to training, e.g. synthetic image / mask pairs.
         out_dir: Where ``best.pt``, ``last.pt`` and ``history.csv`` go.
-        model, width, depth: Network name in ``nucseg.models.MODELS`` and its size.
+        model, width, depth, norm: Network name in ``nucseg.models.MODELS``, its size and its
+            normalisation (``"group"`` or ``"batch"``, see ``nucseg.models.unet``).
         crop_size, batch_size: Training crop side; crops per step and process.
         epochs: Planned epochs (the learning-rate schedule spans them).
         crops_per_epoch: Crops per epoch over all processes; None = about one coverage of
@@ -53,7 +55,8 @@ class TrainConfig:
         loss: :class:`nucseg.losses.LossConfig` (a dict is converted).
         boundary_width: Width in pixels of the boundary class of the targets.
         flip, rot90, elastic, hed_jitter: Augmentations (``hed_jitter`` = strength, 0 = off).
-        amp: Mixed precision (``nucseg.runtime.autocast``); None = on for CUDA only.
+        amp: Mixed precision (``nucseg.runtime.resolve_amp``); None = on for CUDA and for a
+            CPU with native bfloat16.
         channels_last: Channels-last memory format; None = on (faster on CUDA and the CPU).
         threads: CPU threads; None = all cores, shared among DDP processes.
         val_tile: Tile side of validation prediction (1024: a MoNuSeg image in one pass).
@@ -67,6 +70,7 @@ class TrainConfig:
     model: str = "unet"
     width: int = 16
     depth: int = 4
+    norm: str = "group"
     crop_size: int = 256
     batch_size: int = 8
     epochs: int = 30
@@ -110,6 +114,7 @@ class TrainConfig:
         sizes = {k: getattr(self, k) for k in ("width", "depth", "crop_size", "batch_size")}
         checks = [
             (self.scheduler in SCHEDULERS, f"scheduler must be one of {SCHEDULERS}"),
+            (self.norm in NORMS, f"norm must be one of {NORMS}, got {self.norm!r}"),
             (min(sizes.values()) >= 1, f"sizes must be >= 1, got {sizes}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.validate_every >= 1, f"validate_every must be >= 1, got {self.validate_every}"),

@@ -121,8 +121,10 @@ def test_empty_map_gives_xml_without_regions(tmp_path):
     path = write_instances_xml(tmp_path / "empty.xml", labels)
     assert ET.parse(path).getroot().findall("Annotation/Regions/Region") == []
     assert read_xml_regions(path) == []
-    back, stats = xml_to_instances(path, labels.shape)
+    back, stats = xml_to_instances(path, labels.shape, require_regions=False)
     assert not back.any() and stats.n_regions == 0
+    with pytest.raises(AnnotationError, match="no <Region> in the annotation"):
+        xml_to_instances(path, labels.shape)  # as ground truth: refused
 
 
 def test_write_is_atomic(tmp_path, monkeypatch):

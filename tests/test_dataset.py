@@ -43,16 +43,19 @@ def test_items_are_tv_tensors_cut_at_their_position(samples):
     )
 
 
-def test_small_images_are_padded_reflect_for_image_and_zero_for_mask(samples):
-    ds = CropDataset(samples[1:], crop_size=128, crops_per_epoch=1)
+@pytest.mark.parametrize("context", [0, 8])
+def test_a_crop_larger_than_the_image_mirrors_mask_and_image_alike(samples, context):
+    ds = CropDataset(samples[1:], crop_size=128, crops_per_epoch=1, context=context)
     assert ds.position(0) == (0, 0, 0)  # the padded image is exactly one crop
     image, mask = ds[0]
     small = samples[1]
     assert image.shape == (3, 128, 128)
     expected = np.pad(small.image, ((0, 38), (0, 58), (0, 0)), mode="reflect") / 255.0
     np.testing.assert_allclose(image.numpy().transpose(1, 2, 0), expected, atol=1e-6)
-    assert (mask[0, 90:] == 0).all() and (mask[0, :, 70:] == 0).all()
-    np.testing.assert_array_equal(mask[0, :90, :70].numpy(), small.instances)
+    # Mirrored nuclei stay nuclei: a zero-padded mask would teach them as background.
+    mirrored = np.pad(small.instances, ((0, 38), (0, 58)), mode="reflect")
+    np.testing.assert_array_equal(mask[0].numpy(), mirrored)
+    assert mask[0, 90:].any() and mask[0, :, 70:].any()
 
 
 def test_random_crops_are_deterministic_per_seed_and_epoch(samples):

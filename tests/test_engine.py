@@ -8,7 +8,7 @@ import torch
 from adversarial_toy import ToyGAN, train_toy
 
 from nucseg import checkpoint as ckpt
-from nucseg.engine import Engine, EngineError, EngineSettings, plan_differences, write_history
+from nucseg.engine import Engine, EngineError, EngineSettings
 
 TOY = Path(__file__).with_name("adversarial_toy.py")
 
@@ -82,20 +82,6 @@ def test_a_run_folder_is_claimed_once(tmp_path):
     assert train_toy(tmp_path, epochs=1, overwrite=True).epochs_run == 1
     with pytest.raises(EngineError, match="epochs: 1 in the checkpoint, 2 now"):
         train_toy(tmp_path, epochs=2, resume=True)
-
-
-def test_plan_differences_name_each_field_and_skip_what_was_not_stored():
-    stored = {"lr": 0.001, "seed": 0, "data.train": "a"}
-    assert plan_differences(stored, {"lr": 0.002, "seed": 0, "data.train": "a", "new": 1}) == [
-        "lr: 0.001 in the checkpoint, 0.002 now"
-    ]
-    assert plan_differences(stored, stored) == []
-
-
-def test_write_history_takes_the_union_of_columns(tmp_path):
-    path = write_history([{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5, "val": 0.3}],
-                         tmp_path / "h.csv")  # fmt: skip
-    assert path.read_text().splitlines() == ["epoch,loss,val", "1,1.0,", "2,0.5,0.3"]
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,3 +223,28 @@ def test_label_read_rejects(tmp_path, rgb):
     (tmp_path / "a.jpg").write_bytes(b"\xff\xd8")
     with pytest.raises(AnnotationError, match="unsupported"):
         read_label_map(tmp_path / "a.jpg")
+
+
+@pytest.mark.parametrize("name", ["map.png", "map.tif", "map.npy", "rgb.png", "rgb.tif"])
+def test_a_failed_write_leaves_the_earlier_file_whole(tmp_path, monkeypatch, name):
+    path = tmp_path / name
+    rgb = name.startswith("rgb")
+    data = np.full((8, 8, 3), 7, np.uint8) if rgb else np.arange(64, dtype=np.int32).reshape(8, 8)
+    write = write_image if rgb else write_label_map
+    write(path, data)
+    before = path.read_bytes()
+
+    def half_written(target):  # a writer that dies half-way, as on a full disk or a kill
+        if hasattr(target, "write"):
+            target.write(b"partial")
+        else:
+            Path(target).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tifffile, "imwrite", lambda target, *a, **k: half_written(target))
+    monkeypatch.setattr(Image.Image, "save", lambda self, target, *a, **k: half_written(target))
+    monkeypatch.setattr(np, "save", lambda target, *a, **k: half_written(target))
+    with pytest.raises(OSError, match="disk full"):
+        write(path, data)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary left behind

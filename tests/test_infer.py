@@ -131,3 +131,10 @@ def test_otsu_is_classical_without_the_split(tmp_path):
     otsu = get_predictor("otsu")(image)
     assert (otsu > 0).sum() > 0
     assert otsu.max() < classical.max()  # touching nuclei stay merged
+
+
+def test_a_prediction_of_the_wrong_shape_names_the_image_and_both_shapes(tmp_path):
+    path = write_image(tmp_path / "in" / "x.png", np.full((20, 30, 3), 200, np.uint8))
+    wrong = lambda image: np.zeros((10, 10), np.int32)  # noqa: E731
+    with pytest.raises(NucsegError, match=r"x\.png: .*predicted shape \(10, 10\) .*\(20, 30\)"):
+        predict_files([path], tmp_path / "out", predictor=wrong)

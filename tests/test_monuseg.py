@@ -19,7 +19,13 @@ from nucseg.data.monuseg import (
     read_xml_regions,
     xml_to_instances,
 )
-from nucseg.errors import AnnotationError, ImageReadError, LayoutError, ShapeMismatchError
+from nucseg.errors import (
+    AnnotationError,
+    AnnotationWarning,
+    ImageReadError,
+    LayoutError,
+    ShapeMismatchError,
+)
 
 
 def xml_text(polygons, quote='"', y_first=False):
@@ -95,7 +101,8 @@ def test_degenerate_regions_skipped_and_counted(tmp_path):
         [(8.5, 8.5), (12.5, 8.5), (12.5, 12.5), (8.5, 12.5), (8.5, 8.5)],  # closed: kept -> id 2
     ]
     path = write_xml(tmp_path / "d.xml", polys)
-    labels, stats = xml_to_instances(path, (16, 16))
+    with pytest.warns(AnnotationWarning, match=r"d\.xml: skipped 6 of 8 regions"):
+        labels, stats = xml_to_instances(path, (16, 16))
     assert stats == XmlStats(n_regions=8, n_kept=2, n_degenerate=6, n_hidden=0)
     assert set(np.unique(labels)) == {0, 1, 2}
     assert (labels == 2).sum() == 16
@@ -116,12 +123,42 @@ def test_float_coordinates_and_formats_agree(tmp_path):
     assert len(regions) == 6 and np.allclose(regions[0], polys[0])
 
 
-def test_empty_annotation_is_valid(tmp_path):
+def test_an_annotation_without_regions_is_refused_as_ground_truth(tmp_path):
     path = tmp_path / "e.xml"
     path.write_text("<Annotations><Annotation Id='1'><Regions/></Annotation></Annotations>")
-    labels, stats = xml_to_instances(path, (5, 6))
+    with pytest.raises(AnnotationError, match=r"e\.xml: no <Region> in the annotation"):
+        xml_to_instances(path, (5, 6))
+    labels, stats = xml_to_instances(path, (5, 6), require_regions=False)
     assert labels.shape == (5, 6) and not labels.any()
     assert stats == XmlStats(0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<Regions><Region><Vertices><Vertex X='1' Y='1'/></Vertices></Region></Regions>",
+        "<?xml version='1.0'?><!-- c --><Annotation><Regions/></Annotation>",
+    ],
+)
+def test_a_root_other_than_annotations_is_refused(tmp_path, text):
+    path = tmp_path / "r.xml"
+    path.write_text(text)
+    with pytest.raises(AnnotationError, match=r"r\.xml: root element <\w+>, not <Annotations>"):
+        read_xml_regions(path)
+
+
+@pytest.mark.parametrize("value", ["1e9", "1e7", "-30000"])
+def test_an_absurd_vertex_is_refused_before_any_memory_is_spent(tmp_path, value):
+    polys = [square(2, 6), [(2, 2), (float(value), 3), (3, 8)]]
+    path = write_xml(tmp_path / "far.xml", polys)
+    with pytest.raises(AnnotationError, match=r"far\.xml: region #2 has vertex .*far outside"):
+        xml_to_instances(path, (16, 16))
+
+
+def test_a_vertex_just_outside_the_image_is_clipped(tmp_path):
+    path = write_xml(tmp_path / "edge.xml", [[(10, 10), (40, 10), (40, 40), (10, 40)]])
+    labels, stats = xml_to_instances(path, (16, 16))
+    assert stats.n_kept == 1 and labels[10:, 10:].all() and not labels[:10].any()
 
 
 @pytest.mark.parametrize(

@@ -76,3 +76,68 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
     with atomic_write(path) as tmp:
         tmp.write_bytes(b"new")
     assert path.read_bytes() == b"new"
+
+
+# --- CPU bfloat16 and the autocast decision ---------------------------------------------
+
+
+def test_cpu_flags_reads_x86_and_arm_cpuinfo(tmp_path):
+    from nucseg.runtime import _cpu_flags
+
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16 amx_bf16\n\n"
+                   "processor\t: 1\nflags\t\t: fpu\n")  # fmt: skip
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")
+    assert _cpu_flags(str(x86)) == {"fpu", "avx2", "avx512_bf16", "amx_bf16"}
+    assert "bf16" in _cpu_flags(str(arm))
+    assert _cpu_flags(str(tmp_path / "absent")) == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("flags", "onednn", "native"),
+    [
+        ({"avx2", "fma"}, True, False),  # AVX2 only: no bf16 at all
+        ({"avx512f", "avx512bw", "avx512_vnni"}, True, False),  # oneDNN would emulate it
+        ({"avx512f", "avx512_bf16"}, True, True),
+        ({"amx_bf16", "amx_tile"}, True, True),
+        ({"asimd", "bf16"}, True, True),  # aarch64 BF16
+        ({"avx512_bf16"}, False, False),  # torch built without oneDNN bf16
+        (set(), True, False),  # no /proc/cpuinfo
+    ],
+)
+def test_cpu_bf16_native(monkeypatch, flags, onednn, native):
+    from nucseg import runtime
+
+    monkeypatch.setattr(runtime, "_cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(runtime, "_mkldnn_bf16", lambda: onednn)
+    assert runtime.cpu_bf16_native() is native
+
+
+def test_cpu_bf16_native_agrees_with_this_machine():
+    from nucseg import runtime
+
+    hardware = bool(runtime._cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
+    assert runtime.cpu_bf16_native() == (hardware and runtime._mkldnn_bf16())
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_resolve_amp(monkeypatch, native):
+    import warnings
+
+    from nucseg import runtime
+
+    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: native)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)  # no CUDA needed to decide
+    assert runtime.resolve_amp(cuda, None) and runtime.resolve_amp(cuda, True)
+    assert not runtime.resolve_amp(cuda, False)
+    assert not runtime.resolve_amp(cpu, False)
+    assert not runtime.resolve_amp(torch.device("meta"), True)
+    assert runtime.resolve_amp(cpu, None) is native
+    if native:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert runtime.resolve_amp(cpu, True)
+    else:
+        with pytest.warns(RuntimeWarning, match="no native bfloat16.*float32"):
+            assert not runtime.resolve_amp(cpu, True)

@@ -68,3 +68,13 @@ def test_plain_values_and_engine_settings():
     settings = TrainConfig(out_dir="runs/x", epochs=3, max_minutes=2.5).engine_settings()
     assert (settings.out_dir, settings.epochs, settings.max_minutes) == ("runs/x", 3, 2.5)
     assert plain_values({"a": (1, None), "b": torch.device("cpu")}) == {"a": [1, None], "b": "cpu"}
+
+
+def test_norm_is_checked_and_reaches_the_network(tmp_path):
+    from nucseg.train import UNetMethod
+
+    with pytest.raises(TrainConfigError, match="norm must be one of"):
+        TrainConfig(norm="layer")
+    config = TrainConfig(norm="batch", width=4, depth=2, crop_size=64, batch_size=2,
+                         crops_per_epoch=4, out_dir=str(tmp_path))  # fmt: skip
+    assert UNetMethod(config).networks["net"].norm == "batch"

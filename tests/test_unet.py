@@ -73,3 +73,28 @@ def test_receptive_field_bounds_what_an_output_pixel_sees(depth):
     seen = int(rows.max() - rows.min() + 1)
     assert seen <= model.receptive_field
     assert seen >= model.receptive_field - 2 ** (depth + 1)  # tight, up to pooling phase
+
+
+def test_unet_batch_norm_option_and_its_build_spec():
+    from nucseg.checkpoint import build_network, network_entry
+
+    group = build_model("unet", width=4, depth=2)
+    assert group.norm == "group" and "norm" not in group.build_spec["kwargs"]  # old specs hold
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in group.modules())
+    torch.manual_seed(0)
+    model = build_model("unet", width=4, depth=2, norm="batch")
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d | torch.nn.GroupNorm)]
+    assert len(norms) == 2 * (1 + 2 * 2) and all(isinstance(m, torch.nn.BatchNorm2d) for m in norms)
+    assert model.build_spec == {"name": "unet", "kwargs": {"width": 4, "depth": 2, "norm": "batch"}}
+    model(torch.rand(4, 3, 16, 16)).sum().backward()  # train mode: updates the running stats
+    assert all(p.grad is not None for p in model.parameters())
+    assert float(norms[0].running_var.sub(1).abs().max()) > 0
+    rebuilt = build_network(network_entry(model)).eval()
+    assert isinstance(rebuilt, UNet) and rebuilt.norm == "batch"
+    x = torch.rand(1, 3, 20, 20)
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(x), model.eval()(x), atol=1e-6)
+    with pytest.raises(ValueError, match="norm must be one of"):
+        UNet(norm="instance")
+    with pytest.raises(NucsegError, match="bad arguments"):
+        build_model("unet", normalisation="batch")

@@ -34,6 +34,7 @@ from skimage.segmentation import relabel_sequential
 
 from nucseg.data.annotations import write_instances_xml
 from nucseg.data.images import write_image, write_label_map
+from nucseg.runtime import write_bytes_atomic
 
 __all__ = ["DEMO_VERSION", "ORGANS", "TEST_ORGANS", "TRAIN_ORGANS", "demo_root", "make_tile",
            "write_demo_dataset"]  # fmt: skip
@@ -370,7 +371,8 @@ def write_demo_dataset(
             write_label_map(png, labels)
         rows.append(f"{image_id},{split},{organ}\n")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "organs.csv").write_text("image_id,split,organ\n" + "".join(rows), encoding="utf-8")
+    organs = "image_id,split,organ\n" + "".join(rows)
+    write_bytes_atomic(out / "organs.csv", organs.encode("utf-8"))
     return out
 
 

@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from nucseg.errors import AnnotationError, ImageReadError
 from nucseg.labels import as_label_map
+from nucseg.runtime import atomic_write
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 LABEL_SUFFIXES = (".png", ".tif", ".tiff", ".npy")
@@ -151,13 +152,13 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
             f"{path}: write_image needs uint8 (H, W, 3), got {image.dtype} {image.shape}"
         )
     suffix = path.suffix.lower()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix in _TIFF:
-        tifffile.imwrite(path, image, photometric="rgb", compression="zlib")
-    elif suffix == ".png":
-        Image.fromarray(image).save(path)
-    else:
+    if suffix not in (*_TIFF, ".png"):
         raise ValueError(f"{path}: write_image supports .png, .tif, .tiff, not {suffix!r}")
+    with atomic_write(path) as tmp:  # readers never see half an image
+        if suffix in _TIFF:
+            tifffile.imwrite(tmp, image, photometric="rgb", compression="zlib")
+        else:
+            Image.fromarray(image).save(tmp, format="PNG")
     return path
 
 
@@ -238,17 +239,18 @@ def write_label_map(path: str | Path, labels: np.ndarray) -> Path:
     labels = as_label_map(labels, str(path), int32=True)
     top = int(labels.max()) if labels.size else 0
     suffix = path.suffix.lower()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".png":
-        if top > 65535:
-            raise ValueError(
-                f"{path}: label id {top} > 65535 does not fit a 16-bit PNG; use .tif or .npy"
-            )
-        Image.fromarray(labels.astype(np.uint16)).save(path)
-    elif suffix in _TIFF:
-        tifffile.imwrite(path, labels.astype(np.int32), compression="zlib")
-    elif suffix == ".npy":
-        np.save(path, labels.astype(np.int32))
-    else:
+    if suffix not in LABEL_SUFFIXES:
         raise ValueError(f"{path}: write_label_map supports {LABEL_SUFFIXES}, not {suffix!r}")
+    if suffix == ".png" and top > 65535:
+        raise ValueError(
+            f"{path}: label id {top} > 65535 does not fit a 16-bit PNG; use .tif or .npy"
+        )
+    with atomic_write(path) as tmp:  # readers never see half a map
+        if suffix == ".png":
+            Image.fromarray(labels.astype(np.uint16)).save(tmp, format="PNG")
+        elif suffix in _TIFF:
+            tifffile.imwrite(tmp, labels.astype(np.int32), compression="zlib")
+        else:
+            with open(tmp, "wb") as fh:  # np.save on a path would append ".npy"
+                np.save(fh, labels.astype(np.int32))
     return path

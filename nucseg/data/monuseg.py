@@ -8,6 +8,7 @@ into instance maps that reproduce the organisers' MATLAB ``poly2mask`` masks.
 from __future__ import annotations
 
 import re
+import warnings
 import xml.etree.ElementTree as ET
 import xml.parsers.expat as expat
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 from nucseg.data.images import IMAGE_SUFFIXES, LABEL_SUFFIXES, read_image, read_label_map
 from nucseg.data.organs import organ_of, read_organs_csv, split_by_organ
 from nucseg.data.poly2mask import rasterise_polygons
-from nucseg.errors import AnnotationError, LayoutError, ShapeMismatchError
+from nucseg.errors import AnnotationError, AnnotationWarning, LayoutError, ShapeMismatchError
 
 __all__ = [
     "Sample",
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 _REGION = re.compile(rb"<Region\b")
+# The document element: after the XML declaration, comments and a doctype, if any.
+_ROOT_TAG = re.compile(rb"^(?:\s|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>)*<([A-Za-z_][\w.:-]*)", re.S)
 _VERTEX = re.compile(rb'<Vertex\s+X="([^"]*)"\s+Y="([^"]*)"')
 
 
@@ -107,12 +110,7 @@ def _fast_regions(data: bytes) -> list[np.ndarray] | None:
 
 def _tree_regions(path: Path, data: bytes) -> list[np.ndarray]:
     """General (slower) reader through ElementTree, with precise error messages."""
-    root = ET.fromstring(data)
-    regions = list(root.iter("Region"))
-    if not regions and root.tag != "Annotations":
-        raise AnnotationError(
-            f"{path}: no <Region> elements and root <{root.tag}>; not an ImageScope annotation"
-        )
+    regions = list(ET.fromstring(data).iter("Region"))
     polygons = []
     for k, region in enumerate(regions):
         attrs = [v.attrib for v in region.iter("Vertex")]
@@ -152,6 +150,12 @@ def read_xml_regions(path: str | Path) -> list[np.ndarray]:
         expat.ParserCreate().Parse(data, True)
     except expat.ExpatError as exc:
         raise AnnotationError(f"{path}: malformed XML ({exc})") from exc
+    root = _ROOT_TAG.match(data)
+    tag = root.group(1).decode("utf-8", "replace") if root else "?"
+    if tag != "Annotations":
+        raise AnnotationError(
+            f"{path}: root element <{tag}>, not <Annotations>; not an ImageScope annotation"
+        )
     polygons = _fast_regions(data)
     if polygons is None:
         polygons = _tree_regions(path, data)
@@ -161,7 +165,9 @@ def read_xml_regions(path: str | Path) -> list[np.ndarray]:
     return polygons
 
 
-def xml_to_instances(path: str | Path, shape: Sequence[int]) -> tuple[np.ndarray, XmlStats]:
+def xml_to_instances(
+    path: str | Path, shape: Sequence[int], require_regions: bool = True
+) -> tuple[np.ndarray, XmlStats]:
     """Rasterise the polygons of an ImageScope XML file into an instance map.
 
     Reproduces MATLAB ``poly2mask`` on the raw (1-based) vertices, shifted to 0-based
@@ -176,21 +182,28 @@ def xml_to_instances(path: str | Path, shape: Sequence[int]) -> tuple[np.ndarray
     **first** region keeps the pixel, as in the organisers' masks (see
     ``nucseg.data.poly2mask``); a region covered completely by earlier ones vanishes and its id is
     missing from the map (ids are not renumbered; see ``XmlStats.n_hidden``). Degenerate
-    regions are skipped and counted, never raised.
+    regions are skipped, counted, and reported in an :class:`AnnotationWarning`.
 
     Args:
         path: Aperio ImageScope XML file.
         shape: Image shape; only ``(H, W)`` (the first two entries) is used.
+        require_regions: Refuse a file without regions, as ground truth must have nuclei;
+            False reads one back (e.g. predict's XML of an image without nuclei).
 
     Returns:
         ``(instances, stats)``: int32 (H, W) map with 0 as background, and the counts.
 
     Raises:
-        AnnotationError: The file is missing or malformed (message names the file).
+        AnnotationError: The file is missing or malformed, has no region, or a vertex lies
+            absurdly far outside the image (message names the file).
 
     """
     regions = read_xml_regions(path)
-    labels, kept = rasterise_polygons(regions, shape)
+    if require_regions and not regions:
+        raise AnnotationError(
+            f"{path}: no <Region> in the annotation; ground truth without nuclei cannot be scored"
+        )
+    labels, kept = rasterise_polygons(regions, shape, name=str(path))
     n_kept = int(kept.sum())
     ids = np.unique(labels)
     stats = XmlStats(
@@ -199,6 +212,13 @@ def xml_to_instances(path: str | Path, shape: Sequence[int]) -> tuple[np.ndarray
         n_degenerate=len(regions) - n_kept,
         n_hidden=n_kept - int((ids > 0).sum()),
     )
+    if stats.n_degenerate:
+        warnings.warn(
+            f"{path}: skipped {stats.n_degenerate} of {stats.n_regions} regions (fewer than 3 "
+            "vertices, zero area, or no pixel centre inside the image)",
+            AnnotationWarning,
+            stacklevel=2,
+        )
     return labels, stats
 
 

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from nucseg.errors import AnnotationError
+
 _SUB = 5  # poly2mask divides each pixel into a 5x5 subpixel grid
 
 #: The ground-truth rule in one line, for model cards and score logs.
@@ -109,8 +111,40 @@ def _runs(
     return g // (width + 1), g % (width + 1), row[starts], stop
 
 
+#: Vertices may lie this far outside the image (pixels), or twice the image's side if larger.
+MAX_VERTEX_REACH = 10_000
+
+
+def check_vertices(polygons: Sequence[np.ndarray], shape: Sequence[int], name: str) -> None:
+    """Refuse vertices absurdly far outside the image (see :data:`MAX_VERTEX_REACH`).
+
+    Rasterising costs time and memory in proportion to the outline's length, so one absurd
+    vertex (``X="1e9"``) would exhaust memory; a real outline is never that far out. Within
+    the reach, the rasteriser clips what lies outside the image.
+
+    Raises:
+        AnnotationError: Naming ``name``, the region (1-based) and the vertex.
+
+    """
+    height, width = int(shape[0]), int(shape[1])
+    reach = max(2 * max(height, width), MAX_VERTEX_REACH)
+    for k, xy in enumerate(polygons):
+        xy = np.asarray(xy, dtype=np.float64)
+        if xy.size == 0:
+            continue
+        bad = ~np.isfinite(xy).all(axis=1)
+        bad |= (xy[:, 0] < -reach) | (xy[:, 0] > width + reach)
+        bad |= (xy[:, 1] < -reach) | (xy[:, 1] > height + reach)
+        if bad.any():
+            x, y = xy[np.argmax(bad)]
+            raise AnnotationError(
+                f"{name}: region #{k + 1} has vertex (X={x:g}, Y={y:g}), far outside the "
+                f"{width}x{height} image (more than {reach} pixels); the annotation is corrupt"
+            )
+
+
 def rasterise_polygons(
-    polygons: Sequence[np.ndarray], shape: Sequence[int]
+    polygons: Sequence[np.ndarray], shape: Sequence[int], name: str = "polygons"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fill polygons given in MATLAB's 1-based pixel frame into a 0-based instance map.
 
@@ -124,12 +158,18 @@ def rasterise_polygons(
     Args:
         polygons: (n, 2) arrays of (x, y) vertices, 1-based (as in MoNuSeg's XML).
         shape: Output shape; only ``(H, W)`` is used.
+        name: What the polygons come from, for error messages (e.g. the XML file).
 
     Returns:
         ``(labels, kept)``: int32 (H, W) map, and a bool array marking the polygons that
         received an id (whether or not earlier polygons left them any pixel).
 
+    Raises:
+        AnnotationError: A vertex is not finite or lies more than one image side outside
+            the image (see :func:`check_vertices`); pixels outside the image are clipped.
+
     """
+    check_vertices(polygons, shape, name)
     height, width = int(shape[0]), int(shape[1])
     labels = np.zeros((height, width), np.int32)
     kept = np.zeros(len(polygons), bool)
