@@ -1,8 +1,12 @@
-"""Command line: `nucseg demo-data | evaluate | predict | report` (also `python -m nucseg`)."""
+"""Command line: `nucseg demo-data | evaluate | predict | report | train | train-cyclegan | synth`.
+
+Also `python -m nucseg`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -73,6 +77,17 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Subcommands that are another module's command line, with its own flags.
+DELEGATED = {
+    "train": ("nucseg.train", "train the boundary U-Net: --profile P [--out DIR] [--resume] ..."),
+    "train-cyclegan": (
+        "nucseg.synth.cyclegan",
+        "train the mask <-> H&E CycleGAN: --profile P [--out DIR] [--resume] ...",
+    ),
+    "synth": ("nucseg.synth.pairs", "write synthetic pairs: --n N --out DIR [--seed S] ..."),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the `nucseg` command."""
     parser = argparse.ArgumentParser(prog="nucseg", description=__doc__)
@@ -118,11 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.set_defaults(func=_predict)
 
-    sub.add_parser(
-        "train",
-        help="train the boundary U-Net: nucseg train --profile P [--out DIR] [--resume] ...",
-        add_help=False,
-    )
+    for name, text in DELEGATED.items():
+        sub.add_parser(name, help=text[1], add_help=False)
 
     rep = sub.add_parser("report", help="run the notebooks headless with papermill")
     rep.add_argument(
@@ -160,10 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warnings(argv[0] if argv else "")
-        if argv[:1] == ["train"]:  # `nucseg train` is `python -m nucseg.train`, with its flags
-            from nucseg.train import main as train_main
-
-            return train_main(argv[1:])
+        if argv[:1] and argv[0] in DELEGATED:  # e.g. `nucseg train` = `python -m nucseg.train`
+            module = importlib.import_module(DELEGATED[argv[0]][0])
+            return module.main(argv[1:])
         args = build_parser().parse_args(argv)
         try:
             return args.func(args)

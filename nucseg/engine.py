@@ -43,7 +43,8 @@ from nucseg.runtime import amp_dtype, resolve_amp, resolve_device
 
 __all__ = [
     "CHANGEABLE_ON_RESUME", "Engine", "EngineError", "EngineSettings", "Method", "RUN_FILES",
-    "TrainResult", "plan_differences", "run_distributed", "seed_everything", "write_history",
+    "TrainResult", "plan_differences", "run_distributed", "seed_everything", "train_method",
+    "write_history",
 ]  # fmt: skip
 
 
@@ -412,3 +413,24 @@ def run_distributed(
     finally:
         if owns_group:
             dist.destroy_process_group()
+
+
+def train_method(
+    method_cls: Any,
+    config: Any,
+    resume: bool = False,
+    until_epoch: int | None = None,
+    overwrite: bool = False,
+) -> TrainResult:
+    """Train ``method_cls(config, rank, world)`` with ``config.engine_settings()``.
+
+    A missing device fails before any data is loaded; see :func:`run_distributed`.
+    """
+    resolve_device(config.device)
+    return run_distributed(
+        lambda rank, world: method_cls(config, rank, world),
+        config.engine_settings(),
+        resume=resume,
+        until_epoch=until_epoch,
+        overwrite=overwrite,
+    )

@@ -16,11 +16,9 @@ Command line: ``python -m nucseg.train --profile demo`` (see :func:`main`).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import random
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,22 +32,19 @@ from nucseg.data.dataset import CropDataset, fingerprint_samples
 from nucseg.data.monuseg import Sample, load_split, split_by_organ
 from nucseg.data.source import resolve_data_root
 from nucseg.data.targets import three_class_target, unet_weight_map
-from nucseg.engine import CHANGEABLE_ON_RESUME, Engine, Method, TrainResult, run_distributed
-from nucseg.errors import NucsegError
+from nucseg.engine import Engine, Method, TrainResult, train_method
 from nucseg.losses import LossConfig, SegmentationLoss
 from nucseg.metrics import aji
 from nucseg.models import build_model
 from nucseg.postprocess import PostprocessParams, instances_from_three_class
-from nucseg.profiles import resolve_user_path
 from nucseg.runtime import resolve_device
 from nucseg.tiling import predict_probabilities
 from nucseg.train_config import (
     TrainConfig,
     TrainConfigError,
-    flat_values,
-    parse_overrides,
     plain_values,
-    profile_config,
+    progress_line,
+    training_cli,
 )
 
 __all__ = ["TrainConfig", "TrainConfigError", "TrainResult", "UNetMethod", "main", "train"]
@@ -219,11 +214,9 @@ class UNetMethod(Method):
 
     def plan(self) -> dict[str, Any]:
         """Resuming needs the same schedule, settings and data (compared by content)."""
-        settings = flat_values(plain_values(dataclasses.asdict(self.config)))
-        fixed = {k: v for k, v in settings.items() if k not in CHANGEABLE_ON_RESUME}
         return {
             "total_steps": self.total_steps,
-            **fixed,
+            **self.config.fixed_settings(),
             "data.train": fingerprint_samples(self.train_samples),
             "data.validation": fingerprint_samples(self.val_samples),
         }
@@ -266,14 +259,7 @@ def train(
             ``out_dir`` holding a run while neither ``resume`` nor ``overwrite`` is set.
 
     """
-    resolve_device(config.device)  # a missing CUDA fails now, not after loading the data
-    return run_distributed(
-        lambda rank, world: UNetMethod(config, rank, world),
-        config.engine_settings(),
-        resume=resume,
-        until_epoch=until_epoch,
-        overwrite=overwrite,
-    )
+    return train_method(UNetMethod, config, resume, until_epoch, overwrite)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -281,42 +267,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Example: ``python -m nucseg.train --profile demo --out runs/u --set loss.boundary_weight=1``.
     """
-    parser = argparse.ArgumentParser(prog="nucseg train", description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", help="profile in params/ (its '04' section); else defaults")
-    parser.add_argument("--data", help="MoNuSeg folder (default: the profile's, or demo data)")
-    parser.add_argument("--out", help="output folder for best.pt / last.pt / history.csv")
-    again = parser.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    again.add_argument("--overwrite", action="store_true",
-                       help="delete the run already in OUT and start afresh")  # fmt: skip
-    parser.add_argument("--max-minutes", type=float,
-                        help="time budget (> 0) of this call; --resume continues")  # fmt: skip
-    parser.add_argument("--epochs", type=int, help="number of epochs")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. width=32 or loss.dice_weight=0")  # fmt: skip
-    args = parser.parse_args(argv)
-    # Paths given on the command line are relative to the current folder.
-    flags = {"data_dir": resolve_user_path(args.data), "out_dir": args.out,
-             "max_minutes": args.max_minutes, "epochs": args.epochs}  # fmt: skip
-    try:
-        config = profile_config(args.profile) if args.profile else TrainConfig()
-        overrides = {
-            **parse_overrides(args.set),
-            **{k: v for k, v in flags.items() if v is not None},
-        }
-        config = config.with_overrides(overrides)
-        result = train(config, resume=args.resume, overwrite=args.overwrite)
-    except NucsegError as err:
-        print(f"nucseg train: error: {err}", file=sys.stderr)
-        return 2
-    if int(os.environ.get("RANK", "0")) == 0:
+
+    def summary(config: TrainConfig, result: TrainResult) -> str:
         score = "n/a" if result.best_val_aji is None else f"{result.best_val_aji:.4f}"
-        done = f"{result.epochs_run} of {config.epochs} epochs"
-        if result.epoch_step:
-            done += f" and {result.epoch_step} steps of the next (time budget; --resume goes on)"
-        print(f"best val AJI {score} at epoch {result.best_epoch}; {done} "
-              f"in {result.seconds:.0f} s; checkpoints in {result.last_path.parent}")  # fmt: skip
-    return 0
+        best = f"best val AJI {score} at epoch {result.best_epoch}"
+        return f"{best}; {progress_line(config, result)}"
+
+    return training_cli(argv, "nucseg train", TrainConfig, train, summary)
 
 
 if __name__ == "__main__":

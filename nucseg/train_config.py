@@ -6,10 +6,13 @@ Profiles (``params/<name>.yaml``) carry the training settings in the ``"04"`` no
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import os
+import sys
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +20,12 @@ import torch
 import yaml
 
 from nucseg.engine import EngineError, EngineSettings
+from nucseg.errors import NucsegError
 from nucseg.losses import LossConfig
+from nucseg.method import CHANGEABLE_ON_RESUME
 from nucseg.models.unet import NORMS
 from nucseg.postprocess import PostprocessParams
-from nucseg.profiles import load_profile, resolve_data_dir, section_parameters
+from nucseg.profiles import load_profile, resolve_data_dir, resolve_user_path, section_parameters
 
 SCHEDULERS = ("cosine", "onecycle")
 
@@ -30,8 +35,75 @@ SCHEDULERS = ("cosine", "onecycle")
 TrainConfigError = EngineError
 
 
+class RunSettings:
+    """What every training config shares: profiles, ``--set`` overrides, engine settings.
+
+    Subclasses are dataclasses; :attr:`SECTION` names their notebook section in a profile.
+    """
+
+    SECTION = "04"
+
+    @classmethod
+    def from_profile(
+        cls, profile: Mapping[str, Any], section: str | None = None, **overrides: Any
+    ) -> Any:
+        """Build a config from a profile and overrides.
+
+        Args:
+            profile: A whole profile (``{"common": ..., "notebooks": {...}}``, as from
+                ``nucseg.profiles.load_profile``), merged with ``notebook_parameters``; or the
+                already merged parameters a notebook receives. Keys that are not config
+                fields (``quick``, ``run_dir``, ...) are ignored.
+            section: Notebook number whose section is used for a whole profile (default
+                :attr:`SECTION`).
+            **overrides: Config fields (nested ones as dicts or ``"loss.<field>"`` keys).
+
+        Returns:
+            The config.
+
+        """
+        params = dict(profile)
+        if "common" in params:
+            params = section_parameters(params, section or cls.SECTION)
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in params.items() if k in names}).with_overrides(overrides)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Any:
+        """Return a copy with fields replaced (``"loss.boundary_weight"`` style keys allowed).
+
+        Raises:
+            TrainConfigError: A key is not a config field (or a field of a nested one).
+
+        """
+        values = dataclasses.asdict(self)  # type: ignore[call-overload]
+        for key, value in overrides.items():
+            head, dot, rest = key.partition(".")
+            nested = isinstance(values.get(head), dict)
+            if head not in values or (dot and (not nested or rest not in values[head])):
+                raise TrainConfigError(f"unknown training setting {key!r}")
+            if dot:
+                values[head][rest] = value
+            elif nested and value is not None and not isinstance(values[head], type(value)):
+                values[head].update(
+                    dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+                )
+            else:
+                values[head] = value
+        return type(self)(**values)
+
+    def fixed_settings(self) -> dict[str, Any]:
+        """The settings a resumed run must share, flat (``"loss.w0"``; see CHANGEABLE_ON_RESUME)."""
+        settings = flat_values(plain_values(dataclasses.asdict(self)))  # type: ignore[call-overload]
+        return {k: v for k, v in settings.items() if k not in CHANGEABLE_ON_RESUME}
+
+    def engine_settings(self) -> EngineSettings:
+        """The part of the config the training engine uses (fields of the same names)."""
+        names = [f.name for f in dataclasses.fields(EngineSettings)]
+        return EngineSettings(**{name: getattr(self, name) for name in names})
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(RunSettings):
     """Everything a training run depends on (stored in the checkpoint's ``meta``).
 
     Attributes:
@@ -105,12 +177,7 @@ class TrainConfig:
         except (TypeError, ValueError) as err:  # unknown keys, or LossConfig's own checks
             raise TrainConfigError(f"TrainConfig: {err}") from None
         check_types(type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
-        try:
-            torch.device(self.device if self.device != "auto" else "cpu")
-        except RuntimeError:
-            raise TrainConfigError(
-                f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
-            ) from None
+        resolve_device_name(self.device)
         sizes = {k: getattr(self, k) for k in ("width", "depth", "crop_size", "batch_size")}
         checks = [
             (self.scheduler in SCHEDULERS, f"scheduler must be one of {SCHEDULERS}"),
@@ -128,58 +195,6 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise TrainConfigError(f"TrainConfig: {message}")
-
-    @classmethod
-    def from_profile(
-        cls, profile: Mapping[str, Any], section: str = "04", **overrides: Any
-    ) -> TrainConfig:
-        """Build a config from a profile and overrides.
-
-        Args:
-            profile: A whole profile (``{"common": ..., "notebooks": {...}}``, as from
-                ``nucseg.profiles.load_profile``), merged with ``notebook_parameters``; or the
-                already merged parameters a notebook receives. Keys that are not config
-                fields (``quick``, ``run_dir``, ...) are ignored.
-            section: Notebook number whose section is used for a whole profile.
-            **overrides: Config fields (``loss`` may be a dict, ``loss.<field>`` keys work).
-
-        Returns:
-            The config.
-
-        """
-        params = dict(profile)
-        if "common" in params:
-            params = section_parameters(params, section)
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in params.items() if k in names}).with_overrides(overrides)
-
-    def engine_settings(self) -> EngineSettings:
-        """The part of the config the training engine uses."""
-        return EngineSettings(
-            out_dir=self.out_dir, epochs=self.epochs, max_minutes=self.max_minutes,
-            validate_every=self.validate_every, seed=self.seed, device=self.device,
-            amp=self.amp, channels_last=self.channels_last, threads=self.threads,
-        )  # fmt: skip
-
-    def with_overrides(self, overrides: Mapping[str, Any]) -> TrainConfig:
-        """Return a copy with fields replaced (``"loss.boundary_weight"`` style keys allowed).
-
-        Raises:
-            TrainConfigError: A key is not a config (or loss) field.
-
-        """
-        values, loss = dataclasses.asdict(self), dataclasses.asdict(self.loss)
-        for key, value in overrides.items():
-            name = key.removeprefix("loss.")
-            target = loss if key.startswith("loss.") else values
-            if name not in target:
-                raise TrainConfigError(f"unknown training setting {key!r}")
-            if key == "loss":
-                loss.update(dataclasses.asdict(value) if isinstance(value, LossConfig) else value)
-            else:
-                target[name] = value
-        values["loss"] = loss
-        return type(self)(**values)
 
 
 def _type_ok(value: Any, hint: Any) -> bool:
@@ -217,6 +232,16 @@ def check_types(cls: type, values: Mapping[str, Any], prefix: str = "") -> None:
             raise TrainConfigError(
                 f"setting {prefix}{name}={value!r}: needs {needed}, got {type(value).__name__}"
             )
+
+
+def resolve_device_name(name: str) -> None:
+    """Refuse a device name torch does not know (whether or not this machine has it)."""
+    try:
+        torch.device("cpu" if name == "auto" else name)
+    except RuntimeError:
+        raise TrainConfigError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}"
+        ) from None
 
 
 def flat_values(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -257,8 +282,76 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
-def profile_config(name: str) -> TrainConfig:
-    """The config of profile ``params/<name>.yaml``; relative data paths are from the repo root."""
-    config = TrainConfig.from_profile(load_profile(name))
+def profile_config(name: str, cls: type[RunSettings] | None = None) -> Any:
+    """The config of profile ``params/<name>.yaml``; relative data paths are from the repo root.
+
+    Args:
+        name: Profile name.
+        cls: Config class (its ``SECTION`` of the profile); default :class:`TrainConfig`.
+
+    """
+    config = (cls or TrainConfig).from_profile(load_profile(name))
     config.data_dir = resolve_data_dir(config.data_dir)
     return config
+
+
+def training_cli(
+    argv: Sequence[str] | None,
+    prog: str,
+    config_cls: type[RunSettings],
+    run: Callable[..., Any],
+    summary: Callable[[Any, Any], str],
+) -> int:
+    """The command line of a training method (``nucseg train``, ``nucseg train-cyclegan``).
+
+    Args:
+        argv: Arguments (None: ``sys.argv``).
+        prog: Program name for help and errors.
+        config_cls: The method's config class.
+        run: ``run(config, resume=..., overwrite=...) -> TrainResult``.
+        summary: ``summary(config, result) -> str``, the line printed when it ends.
+
+    Returns:
+        The exit status: 0, or 2 after a one-line error.
+
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=f"Train; see {run.__module__}.")
+    parser.add_argument("--profile", help=f"profile in params/ (its {config_cls.SECTION!r} "
+                        "section); else defaults")  # fmt: skip
+    parser.add_argument("--data", help="MoNuSeg folder, relative to the current folder")
+    parser.add_argument("--out", help="output folder for best.pt / last.pt / history.csv")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    again.add_argument("--overwrite", action="store_true",
+                       help="delete the run already in OUT and start afresh")  # fmt: skip
+    parser.add_argument("--max-minutes", type=float,
+                        help="time budget (> 0) of this call; --resume continues")  # fmt: skip
+    parser.add_argument("--epochs", type=int, help="number of epochs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. width=32 or loss.dice_weight=0")  # fmt: skip
+    args = parser.parse_args(argv)
+    # Paths given on the command line are relative to the current folder.
+    flags = {"data_dir": resolve_user_path(args.data), "out_dir": args.out,
+             "max_minutes": args.max_minutes, "epochs": args.epochs}  # fmt: skip
+    try:
+        config = profile_config(args.profile, config_cls) if args.profile else config_cls()
+        overrides = {
+            **parse_overrides(args.set),
+            **{k: v for k, v in flags.items() if v is not None},
+        }
+        config = config.with_overrides(overrides)
+        result = run(config, resume=args.resume, overwrite=args.overwrite)
+    except NucsegError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(summary(config, result))
+    return 0
+
+
+def progress_line(config: Any, result: Any) -> str:
+    """Epochs done (and steps of a cut-short epoch), time, and where the checkpoints are."""
+    done = f"{result.epochs_run} of {config.epochs} epochs"
+    if result.epoch_step:
+        done += f" and {result.epoch_step} steps of the next (time budget; --resume goes on)"
+    return f"{done} in {result.seconds:.0f} s; checkpoints in {result.last_path.parent}"

@@ -200,3 +200,17 @@ def test_report_reads_data_from_the_current_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["report", "--data", "mydata", "--only", "01"]) == 2
     assert seen["data"] == str(Path(tmp_path, "mydata").resolve())
+
+
+# --- synthesis ------------------------------------------------------------------------------
+def test_synth_refuses_bad_requests_in_one_line(tmp_path):
+    refused(nucseg("synth", "--n", "0", "--out", tmp_path / "s"), "--n must be >= 1")
+    missing = tmp_path / "missing.pt"
+    refused(nucseg("synth", "--n", "1", "--out", tmp_path / "s", "--weights", missing),
+            "missing.pt", "no generator weights")  # fmt: skip
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    refused(nucseg("synth", "--n", "1", "--out", blocker / "s", "--weights", missing),
+            "not writable")  # fmt: skip
+    refused(nucseg("train-cyclegan", "--out", tmp_path, "--set", "crop_size=30"), "crop_size")
+    refused(nucseg("train-cyclegan", "--out", tmp_path, "--set", "device=tpu"), "'tpu'")

@@ -10,7 +10,9 @@ lumen regions, a few red blood cells, and hematoxylin-dark nuclei: irregular ell
 Fourier-perturbed boundary) with chromatin texture, of three kinds (dense lymphocyte-like,
 ordinary, vesicular with a dark rim and nucleoli). Nuclei may overlap: the later-drawn nucleus
 lies on top in the image and so wins in the instance map, and touching boundaries exist.
-Instance ids are relabelled to 1..n after drawing (fully hidden nuclei vanish).
+Instance ids are relabelled to 1..n after drawing (fully hidden nuclei vanish). Placement and
+shapes are those of `nucseg.data.placement` and `nucseg.data.shapes` (minimum-separation mode),
+which `nucseg.synth.masks` drives from measured statistics instead of these styles.
 
 Four pseudo-organs differ in stain vectors and strengths, nucleus size and density; like
 MoNuSeg's lung and brain, "demo-d" (small, round, very dark, densely packed nuclei with blue
@@ -34,6 +36,8 @@ from skimage.segmentation import relabel_sequential
 
 from nucseg.data.annotations import write_instances_xml
 from nucseg.data.images import write_image, write_label_map
+from nucseg.data.placement import place_nuclei
+from nucseg.data.shapes import boundary_table, nucleus_footprints, random_boundaries
 from nucseg.runtime import write_bytes_atomic
 
 __all__ = ["DEMO_VERSION", "ORGANS", "TEST_ORGANS", "TRAIN_ORGANS", "demo_root", "make_tile",
@@ -48,6 +52,7 @@ TRAIN_ORGANS = ORGANS[:3]
 TEST_ORGANS = ("demo-a", "demo-d", "demo-b", "demo-c")
 
 _RUIFROK_D = (0.27, 0.57, 0.78)  # Ruifrok & Johnston's DAB vector, as in skimage.color.rgb2hed
+_HARMONICS = (2, 3, 4, 5, 6)  # boundary harmonics of the demo nuclei
 
 
 @dataclass(frozen=True)
@@ -158,7 +163,6 @@ def _place_nuclei(
     rng: np.random.Generator, tissue: np.ndarray, style: _Style
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centres (n, 2), radii (n,) and kinds (n,: 0 ordinary, 1 dense, 2 vesicular), draw order."""
-    h, w = tissue.shape
     kind_p = [1.0 - style.dense - style.vesicular, style.dense, style.vesicular]
     mean_area = np.pi * style.radius**2
     n_target = int(style.coverage * rng.uniform(0.7, 1.3) * tissue.sum() / mean_area)
@@ -166,32 +170,10 @@ def _place_nuclei(
     kinds = rng.choice(3, size=n_cand, p=kind_p)
     radii = rng.normal(style.radius, style.radius_sd, n_cand)
     radii = np.where(kinds == 1, 0.7 * radii, radii).clip(3.0, 14.0)
-    # Clustered candidates scatter around a few cluster centres; the rest are uniform.
-    n_clusters = max(1, n_target // 12)
-    centres = rng.uniform((0, 0), (h, w), (n_clusters, 2))
-    which = rng.integers(0, n_clusters, n_cand)
-    spread = 3.5 * style.radius * rng.uniform(0.6, 1.4, n_clusters)
-    clustered = centres[which] + rng.normal(0, 1, (n_cand, 2)) * spread[which, None]
-    uniform = rng.uniform((0, 0), (h, w), (n_cand, 2))
-    pos = np.where((rng.random(n_cand) < style.clustering)[:, None], clustered, uniform)
-    # Allowing centres closer than r_i + r_j gives overlapping/touching nuclei.
-    min_sep = rng.uniform(0.65, 0.9, n_cand)
-    # Only candidates on tissue compete; accept greedily in order until the target count.
-    valid = (pos >= 0).all(1) & (pos[:, 0] < h) & (pos[:, 1] < w)
-    valid[valid] = tissue[pos[valid, 0].astype(int), pos[valid, 1].astype(int)] >= 0.5
-    pos, radii, kinds, min_sep = pos[valid], radii[valid], kinds[valid], min_sep[valid]
-    keep = np.zeros(len(pos), bool)
-    acc_pos, acc_r = np.empty((n_target, 2)), np.empty(n_target)
-    n = 0
-    for i in range(len(pos)):
-        if n >= n_target:
-            break
-        d2 = ((acc_pos[:n] - pos[i]) ** 2).sum(1)
-        if n and (d2 < (min_sep[i] * (acc_r[:n] + radii[i])) ** 2).any():
-            continue
-        acc_pos[n], acc_r[n], keep[i] = pos[i], radii[i], True
-        n += 1
-    return pos[keep], radii[keep], kinds[keep]
+    # Only candidates on tissue compete; centres closer than r_i + r_j overlap or touch.
+    placed = place_nuclei(rng, tissue >= 0.5, radii, n_target, clustering=style.clustering,
+                          spread=3.5 * style.radius, min_sep=(0.65, 0.9))  # fmt: skip
+    return placed.centres, radii[placed.index], kinds[placed.index]
 
 
 def _draw_nuclei(
@@ -202,13 +184,12 @@ def _draw_nuclei(
     kinds: np.ndarray,
     style: _Style,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Render nuclei one by one inside their bounding boxes.
+    """Render nuclei one by one inside their bounding boxes (`nucseg.data.shapes`).
 
     Returns:
         Hematoxylin OD inside nuclei, nucleus opacity (anti-aliased), and the instance map.
 
     """
-    h, w = shape
     hema = np.zeros(shape, np.float32)
     alpha = np.zeros(shape, np.float32)
     labels = np.zeros(shape, np.int32)
@@ -217,30 +198,14 @@ def _draw_nuclei(
     n = len(radii)
     ratio = np.where(kinds == 1, rng.uniform(1.0, 1.2, n), rng.uniform(1.0, style.elongation, n))
     angles = rng.uniform(0, np.pi, n)
-    harmonics = np.arange(2, 7)
-    # Boundary irregularity: harmonic k gets amplitude ~ 0.1 / k, scaled per nucleus; the
-    # boundary radius is tabulated over angle once, then interpolated per pixel.
-    amps = rng.uniform(0, 1, (n, harmonics.size)) * (0.1 / harmonics) * rng.uniform(0.5, 2, (n, 1))
-    phases = rng.uniform(0, 2 * np.pi, (n, harmonics.size))
-    grid = np.linspace(-np.pi, np.pi, 73)
-    edges = 1.0 + (amps[:, :, None] * np.cos(harmonics[:, None] * grid + phases[:, :, None])).sum(1)
+    # Boundary irregularity: harmonic k gets amplitude ~ 0.1 / k, scaled per nucleus.
+    edges = boundary_table(*random_boundaries(rng, n, _HARMONICS), _HARMONICS)
     conc = style.h_conc * rng.uniform(0.75, 1.25, n) * np.array([1.0, 1.35, 0.6])[kinds]
-    for k in range(n):
-        r, (cy, cx) = radii[k], centres[k]
-        a, b = r * np.sqrt(ratio[k]), r / np.sqrt(ratio[k])
-        ext = int(np.ceil(a * edges[k].max())) + 2
-        y0, y1 = max(0, int(cy) - ext), min(h, int(cy) + ext + 1)
-        x0, x1 = max(0, int(cx) - ext), min(w, int(cx) + ext + 1)
-        dy = np.arange(y0, y1, dtype=np.float32)[:, None] - cy
-        dx = np.arange(x0, x1, dtype=np.float32)[None, :] - cx
-        cos, sin = np.cos(angles[k]), np.sin(angles[k])
-        u, v = (dx * cos + dy * sin) / a, (dy * cos - dx * sin) / b
-        rho = np.sqrt(u * u + v * v)
-        edge = np.interp(np.arctan2(v, u), grid, edges[k])
-        depth = (edge - rho) * r  # roughly the distance to the boundary in pixels, > 0 inside
+    for fp in nucleus_footprints(shape, centres, radii, ratio, angles, edges):
+        k, r, dy, dx, depth = fp.index, radii[fp.index], fp.dy, fp.dx, fp.depth
         inside = depth > 0
         opacity = np.clip(depth + 0.5, 0.0, 1.0)
-        tex = chromatin[y0:y1, x0:x1]
+        tex = chromatin[fp.box]
         rim = style.h_conc * np.exp(-((depth / 1.4) ** 2))  # darker nuclear membrane
         if kinds[k] == 1:
             value = conc[k] * (1.0 + 0.1 * tex)
@@ -252,10 +217,10 @@ def _draw_nuclei(
                 value = value + 0.9 * style.h_conc * np.exp(-d2 / (2 * (0.12 * r + 0.5) ** 2))
         else:
             value = conc[k] * (1.0 + 0.35 * tex) + 0.2 * rim
-        box_h, box_a = hema[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
+        box_h, box_a = hema[fp.box], alpha[fp.box]
         box_h += opacity * (np.maximum(value, 0.1) - box_h)  # later nucleus on top
         np.maximum(box_a, opacity, out=box_a)
-        labels[y0:y1, x0:x1][inside] = k + 1
+        labels[fp.box][inside] = k + 1
     return hema, alpha, labels
 
 

@@ -1,6 +1,9 @@
 """Networks built by name, so checkpoints can store ``{"name", "kwargs"}`` and rebuild them.
 
-Later chapters add their networks to :data:`MODELS` (e.g. ``"resnet_generator"``, ``"patchgan"``).
+Registered: ``"unet"`` (:class:`UNet`), ``"resnet_generator"`` (:class:`ResnetGenerator`, the
+CycleGAN generator) and ``"patchgan"`` (:class:`PatchDiscriminator`). The GAN losses, weight
+initialisation, adversarial loss and image history pool are in :mod:`nucseg.models.gan`,
+:mod:`nucseg.models.gan_loss` and :mod:`nucseg.models.pool`.
 """
 
 from __future__ import annotations
@@ -12,11 +15,27 @@ from typing import Any
 from torch import nn
 
 from nucseg.errors import NucsegError
+from nucseg.models.gan import PatchDiscriminator, ResnetGenerator, init_weights
+from nucseg.models.gan_loss import GANLoss
+from nucseg.models.pool import ImagePool
 from nucseg.models.unet import UNet
 
-__all__ = ["MODELS", "UNet", "build_model"]
+__all__ = [
+    "MODELS",
+    "GANLoss",
+    "ImagePool",
+    "PatchDiscriminator",
+    "ResnetGenerator",
+    "UNet",
+    "build_model",
+    "init_weights",
+]
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"unet": UNet}
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "unet": UNet,
+    "resnet_generator": ResnetGenerator,
+    "patchgan": PatchDiscriminator,
+}
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:

@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+import torch
+
+from nucseg import checkpoint as ckpt
+from nucseg.data.demo import write_demo_dataset
+from nucseg.errors import EngineError
+from nucseg.synth.cyclegan import (
+    CycleGANConfig,
+    CycleGANMethod,
+    UnpairedCrops,
+    held_in_samples,
+    main,
+    mask_image,
+    train_cyclegan,
+)
+from nucseg.train_config import TrainConfigError
+
+TINY = {"crop_size": 32, "batch_size": 2, "crops_per_epoch": 4, "width": 4, "n_blocks": 1,
+        "disc_width": 4, "disc_layers": 2, "pool_size": 3, "device": "cpu",
+        "threads": 1}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return write_demo_dataset(tmp_path_factory.mktemp("demo"), n_train=5, n_test=1, size=64)
+
+
+def _config(demo, out, **changes):
+    return CycleGANConfig(data_dir=str(demo), out_dir=str(out), **{**TINY, "epochs": 2, **changes})
+
+
+def test_mask_encoding_keeps_touching_nuclei_apart():
+    labels = np.zeros((12, 12), np.int32)
+    labels[2:10, 2:6], labels[2:10, 6:10] = 1, 2  # two nuclei side by side
+    encoded = mask_image(labels, boundary_width=1)
+    assert encoded.dtype == np.uint8 and set(np.unique(encoded)) == {0, 255}
+    assert (encoded.sum(-1) == 255).all()  # one-hot
+    assert (encoded[:, :, 2][2:10, 5] == 255).all() and (encoded[:, :, 2][2:10, 6] == 255).all()
+    assert (encoded[:, :, 0][labels == 0] == 255).all()
+
+
+def test_unpaired_crops_are_one_hot_masks_and_images_in_symmetric_range(demo):
+    config = _config(demo, "unused")
+    crops = UnpairedCrops(held_in_samples(config), config)
+    mask, image = crops[0]
+    assert mask.shape == image.shape == (3, 32, 32)
+    assert set(mask.unique().tolist()) <= {-1.0, 1.0} and (mask.sum(0) == -1).all()
+    assert image.min() >= -1 and image.max() <= 1
+
+
+def test_learning_rate_constant_then_linear_decay():
+    config = CycleGANConfig(epochs=4, decay_epochs=2)
+    assert [config.lr_factor(e) for e in range(5)] == pytest.approx([1, 1, 1, 2 / 3, 1 / 3])
+
+
+def test_trains_four_networks_and_keeps_the_pools(demo, tmp_path):
+    result = train_cyclegan(_config(demo, tmp_path))
+    assert result.epochs_run == 2 and result.monitor is None
+    state = ckpt.load_checkpoint(result.last_path)
+    assert set(state["networks"]) == {"G_mask2he", "G_he2mask", "D_he", "D_mask"}
+    assert set(state["optimizers"]) == {"G", "D"}
+    assert {"G_adv", "cycle", "identity", "D", "lr_G", "lr_D"} <= set(state["history"][-1])
+    assert len(state["extra"]["he"]["images"]) == 3  # the pool filled up to its size
+    assert "all" in state["meta"]["mask_statistics"]
+    generator, _ = ckpt.load_model(result.last_path, network="G_mask2he")
+    out = generator(torch.zeros(1, 3, 32, 32))
+    assert out.shape == (1, 3, 32, 32) and out.abs().max() <= 1
+
+
+def test_chunked_training_reaches_the_same_weights(demo, tmp_path):
+    straight = train_cyclegan(_config(demo, tmp_path / "a"))
+    chunked = _config(demo, tmp_path / "b", max_minutes=1e-9)
+    calls = [train_cyclegan(chunked)]
+    while calls[-1].epochs_run < 2:
+        calls.append(train_cyclegan(chunked, resume=True))
+    assert len(calls) == 4
+    a, b = (ckpt.load_checkpoint(r.last_path) for r in (straight, calls[-1]))
+    for name, entry in a["networks"].items():
+        for key, value in entry["state_dict"].items():
+            assert torch.equal(value, b["networks"][name]["state_dict"][key]), (name, key)
+
+
+def test_bad_settings_fail_before_training(demo, tmp_path):
+    with pytest.raises(TrainConfigError, match="larger than image"):
+        train_cyclegan(_config(demo, tmp_path, crop_size=128))
+    with pytest.raises(TrainConfigError, match="multiple of 4"):
+        _config(demo, tmp_path, crop_size=30)
+    with pytest.raises(TrainConfigError, match="device must be"):
+        _config(demo, tmp_path, device="tpu")
+    with pytest.raises(EngineError, match="one process"):
+        CycleGANMethod(_config(demo, tmp_path), rank=0, world=2)
+
+
+def test_command_line_runs_and_refuses_an_existing_run(demo, tmp_path, capsys):
+    args = ["--data", str(demo), "--out", str(tmp_path), "--epochs", "1"]
+    for key, value in TINY.items():
+        args += ["--set", f"{key}={value}"]
+    assert main(args) == 0
+    assert "1 of 1 epochs" in capsys.readouterr().out
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
