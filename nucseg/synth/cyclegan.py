@@ -245,6 +245,7 @@ class CycleGANMethod(Method):
         }
         self.crops = UnpairedCrops(self.samples, c)
         self.generator = torch.Generator()
+        self._mask_statistics: dict[str, Any] | None = None
 
     def attach(self, engine: Any) -> None:
         """Move the networks and the loss's label buffers to the engine's device."""
@@ -313,9 +314,11 @@ class CycleGANMethod(Method):
 
     def meta(self) -> dict[str, Any]:
         """The config, and the mask statistics ``nucseg synth`` samples from."""
+        if self._mask_statistics is None:  # measuring takes seconds: once, not per checkpoint
+            self._mask_statistics = mask_statistics_of(self.samples)
         return {
             "config": plain_values(dataclasses.asdict(self.config)),
-            "mask_statistics": mask_statistics_of(self.samples),
+            "mask_statistics": self._mask_statistics,
             "training_images": [s.image_id for s in self.samples],
         }
 
