@@ -183,10 +183,12 @@ class Engine:
         }  # fmt: skip
 
     def plan(self) -> dict[str, Any]:
-        """The method's plan plus the engine settings a resumed run must share."""
+        """The method's plan plus the engine settings a resumed run must share.
+
+        Mixed precision and memory format follow the device, which may change on resume.
+        """
         s = self.settings
         return {"epochs": s.epochs, "seed": s.seed, "validate_every": s.validate_every,
-                "amp": self.amp, "channels_last": self.memory_format == torch.channels_last,
                 **self.method.plan()}  # fmt: skip
 
     def resume(self, path: Path) -> None:
@@ -268,7 +270,7 @@ class Engine:
             self.epoch_step += 1
             for key, value in parts.items():
                 previous = self.partial_sums.get(key, 0.0)
-                self.partial_sums[key] = previous + value.detach().float().cpu()
+                self.partial_sums[key] = previous + value.detach().float()
             bar.update(1)
             if self.epoch_step % 10 == 1:
                 bar.set_postfix({k: f"{v.item():.3f}" for k, v in parts.items()})
