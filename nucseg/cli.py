@@ -84,6 +84,10 @@ DELEGATED = {
         "nucseg.synth.cyclegan",
         "train the mask <-> H&E CycleGAN: --profile P [--out DIR] [--resume] ...",
     ),
+    "train-pix2pix": (
+        "nucseg.pix2pix",
+        "train the pix2pix cGAN (H&E -> 3-class map): --profile P [--out DIR] [--resume] ...",
+    ),
     "synth": ("nucseg.synth.pairs", "write synthetic pairs: --n N --out DIR [--seed S] ..."),
 }
 
@@ -117,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--overlay", action="store_true", help="also write contour overlay PNGs")
     pr.add_argument("--csv", action="store_true", help="also write per-nucleus area/centroid CSVs")
     pr.add_argument("--xml", action="store_true", help="also write ImageScope XML polygons")
-    unet = pr.add_argument_group("learned methods (--method unet)")
+    unet = pr.add_argument_group("learned methods (--method unet, pix2pix)")
     unet.add_argument("--weights", help="checkpoint or exported weights (default: packaged)")
     unet.add_argument(
         "--tta",

@@ -5,6 +5,9 @@ an RGB uint8 image and returns an int32 instance map. Learned methods join the r
 chapters land:
 
 - ``classical``: hematoxylin thresholding and a distance watershed (`nucseg.classical`);
+- ``pix2pix``: the generator of the conditional GAN (`nucseg.pix2pix`), a U-Net with the same
+  3-class output, predicted and post-processed exactly as ``unet``, weights
+  `DEFAULT_PIX2PIX_WEIGHTS`;
 - ``unet``: a trained U-Net run tile by tile (`nucseg.tiling`), then the marker-controlled
   watershed of `nucseg.postprocess` with the settings tuned on validation images and stored in
   the checkpoint. Weights default to `DEFAULT_UNET_WEIGHTS`, shipped inside the package.
@@ -46,6 +49,8 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 
 #: Trained U-Net weights shipped with the package (written by ``nucseg train``, then committed).
 DEFAULT_UNET_WEIGHTS = Path(__file__).resolve().parent / "weights" / "unet_monuseg_cpu.pt"
+#: Trained pix2pix generator shipped with the package (``nucseg train-pix2pix``, then committed).
+DEFAULT_PIX2PIX_WEIGHTS = DEFAULT_UNET_WEIGHTS.with_name("pix2pix_monuseg_cpu.pt")
 #: Default tiling of the U-Net predictor: a 1000x1000 MoNuSeg image is one padded 1024 tile
 #: (the cheapest on CPU: 256-pixel tiles cost 2.4x as much); larger images take tiles of at
 #: most 1024 pixels overlapping by half the network's receptive field
@@ -77,6 +82,10 @@ class UNetPredictor:
         batch_size: tiles per forward pass.
     """
 
+    #: Weights used when none are given, and the command that makes them.
+    default_weights = DEFAULT_UNET_WEIGHTS
+    train_command = "nucseg train --profile monuseg-cpu"
+
     def __init__(
         self,
         weights: str | Path | None = None,
@@ -107,17 +116,16 @@ class UNetPredictor:
         from nucseg.checkpoint import load_model, postprocess_from
         from nucseg.runtime import resolve_device
 
-        path = Path(weights) if weights is not None else DEFAULT_UNET_WEIGHTS
+        path = Path(weights) if weights is not None else self.default_weights
         if weights is None and not path.is_file():
             raise NucsegError(
-                f"no trained U-Net weights at {path}: train and export them with "
-                "`nucseg train --profile monuseg-cpu`, or pass your own with "
-                "`--weights PATH` (get_predictor('unet', weights=PATH))"
+                f"no trained weights at {path}: train and export them with "
+                f"`{self.train_command}`, or pass your own with `--weights PATH`"
             )
         self.weights, self.tta, self.tile, self.overlap = path, tta, tile, overlap
         self.batch_size = batch_size
         self.device: torch.device = resolve_device(device)
-        self.model, self.checkpoint = load_model(path, device=self.device)
+        self.model, self.checkpoint = load_model(path, network="net", device=self.device)
         try:
             stored = postprocess_from(self.checkpoint) or PostprocessParams()
         except TypeError as err:
@@ -147,6 +155,16 @@ class UNetPredictor:
         return instances_from_three_class(self.probabilities(image), self.params)
 
 
+class Pix2PixPredictor(UNetPredictor):
+    """The pix2pix generator (a U-Net, ``nucseg.pix2pix``), tiled and post-processed as the U-Net.
+
+    Options as `UNetPredictor`; weights default to `DEFAULT_PIX2PIX_WEIGHTS`.
+    """
+
+    default_weights = DEFAULT_PIX2PIX_WEIGHTS
+    train_command = "nucseg train-pix2pix --profile monuseg-cpu"
+
+
 def _otsu(**options: object) -> Predictor:
     """The classical foreground kept as connected components, without the watershed."""
     return _classical(**{"split": False, **options})
@@ -156,6 +174,7 @@ METHODS: dict[str, Callable[..., Predictor]] = {
     "classical": _classical,
     "otsu": _otsu,
     "unet": UNetPredictor,
+    "pix2pix": Pix2PixPredictor,
 }
 
 

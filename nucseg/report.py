@@ -71,16 +71,24 @@ def run_notebook(notebook: Path, output: Path, parameters: dict) -> float:
     return time.perf_counter() - start
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
 def write_rendered(executed: Path, target: Path) -> Path:
-    """Copy an executed notebook to the repository without its saved widget state.
+    """Copy an executed notebook to the repository without widgets.
 
     GitHub and other static viewers cannot run widgets, and the state holds the inspector's
     images in full (megabytes); the notebooks show a static figure beside each widget instead.
+    Widget views go too: without their state they cannot be drawn, and their text fallback is a
+    progress bar frozen at its first frame ("0%").
     """
     import nbformat
 
     notebook = nbformat.read(executed, as_version=4)
     notebook.metadata.pop("widgets", None)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
     write_bytes_atomic(target, (nbformat.writes(notebook) + "\n").encode("utf-8"))
     return target
 

@@ -267,13 +267,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Example: ``python -m nucseg.train --profile demo --out runs/u --set loss.boundary_weight=1``.
     """
+    return training_cli(argv, "nucseg train", TrainConfig, train, validation_summary)
 
-    def summary(config: TrainConfig, result: TrainResult) -> str:
-        score = "n/a" if result.best_val_aji is None else f"{result.best_val_aji:.4f}"
-        best = f"best val AJI {score} at epoch {result.best_epoch}"
-        return f"{best}; {progress_line(config, result)}"
 
-    return training_cli(argv, "nucseg train", TrainConfig, train, summary)
+def validation_summary(config: TrainConfig, result: TrainResult) -> str:
+    """The last line of a training command: best validation AJI, epochs, time, folder."""
+    score = "n/a" if result.best_val_aji is None else f"{result.best_val_aji:.4f}"
+    return f"best val AJI {score} at epoch {result.best_epoch}; {progress_line(config, result)}"
 
 
 if __name__ == "__main__":

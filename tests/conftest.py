@@ -41,3 +41,11 @@ def monuseg_root() -> Path:
     if not (MONUSEG_ROOT / "train").is_dir():
         pytest.skip(f"MoNuSeg data not found at {MONUSEG_ROOT}")
     return MONUSEG_ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> Path:
+    """A demo dataset of five 64-pixel training tiles and one test tile (for GAN trainings)."""
+    from nucseg.data.demo import write_demo_dataset
+
+    return write_demo_dataset(tmp_path_factory.mktemp("tiny_demo"), n_train=5, n_test=1, size=64)

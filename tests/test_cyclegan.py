@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from nucseg import checkpoint as ckpt
-from nucseg.data.demo import write_demo_dataset
 from nucseg.errors import EngineError
 from nucseg.synth.cyclegan import (
     CycleGANConfig,
@@ -22,8 +21,8 @@ TINY = {"crop_size": 32, "batch_size": 2, "crops_per_epoch": 4, "width": 4, "n_b
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return write_demo_dataset(tmp_path_factory.mktemp("demo"), n_train=5, n_test=1, size=64)
+def demo(tiny_demo):
+    return tiny_demo
 
 
 def _config(demo, out, **changes):

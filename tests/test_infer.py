@@ -84,10 +84,10 @@ def test_unet_predictor_returns_int32_instances_with_checkpoint_params(tmp_path)
 
 
 def test_unet_missing_default_weights_says_how_to_train(tmp_path, monkeypatch):
-    from nucseg import infer
+    from nucseg.infer import UNetPredictor
 
     missing = tmp_path / "weights" / "unet_monuseg_cpu.pt"
-    monkeypatch.setattr(infer, "DEFAULT_UNET_WEIGHTS", missing)
+    monkeypatch.setattr(UNetPredictor, "default_weights", missing)
     with pytest.raises(NucsegError, match="nucseg train --profile monuseg-cpu") as info:
         get_predictor("unet")
     assert str(missing) in str(info.value)

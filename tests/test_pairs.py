@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from nucseg.data.demo import write_demo_dataset
 from nucseg.data.images import read_image, read_label_map
 from nucseg.data.monuseg import load_split
 from nucseg.synth.cyclegan import CycleGANConfig, train_cyclegan
@@ -13,8 +12,8 @@ TINY = {"crop_size": 32, "batch_size": 2, "crops_per_epoch": 2, "width": 4, "n_b
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    demo = write_demo_dataset(tmp_path_factory.mktemp("demo"), n_train=5, n_test=1, size=64)
+def weights(tmp_path_factory, tiny_demo):
+    demo = tiny_demo
     out = tmp_path_factory.mktemp("gan")
     return train_cyclegan(CycleGANConfig(data_dir=str(demo), out_dir=str(out), **TINY)).last_path
 

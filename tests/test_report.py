@@ -77,15 +77,19 @@ def test_no_notebooks_is_an_error(tmp_path):
         report.find_notebooks(tmp_path)
 
 
-def test_rendered_copy_drops_widget_state_and_keeps_outputs(tmp_path):
+def test_rendered_copy_drops_widgets_and_keeps_other_outputs(tmp_path):
     import nbformat
 
-    from nucseg.report import write_rendered
+    from nucseg.report import WIDGET_VIEW, write_rendered
 
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("1 + 1")
     cell.outputs = [
-        nbformat.v4.new_output("execute_result", {"text/plain": "2"}, execution_count=1)
+        nbformat.v4.new_output(
+            "display_data",
+            {"text/plain": "train:   0%|          | 0/8", WIDGET_VIEW: {"model_id": "abc"}},
+        ),
+        nbformat.v4.new_output("execute_result", {"text/plain": "2"}, execution_count=1),
     ]
     nb.cells = [cell]
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"x": 1}}}
@@ -93,4 +97,5 @@ def test_rendered_copy_drops_widget_state_and_keeps_outputs(tmp_path):
     out = write_rendered(tmp_path / "executed.ipynb", tmp_path / "rendered.ipynb")
     rendered = nbformat.read(out, as_version=4)
     assert "widgets" not in rendered.metadata
+    assert len(rendered.cells[0].outputs) == 1  # the progress bar frozen at 0 % is gone
     assert rendered.cells[0].outputs[0]["data"]["text/plain"] == "2"

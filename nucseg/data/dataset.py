@@ -42,8 +42,10 @@ class CropDataset(Dataset):
 
     Items are ``(tv_tensors.Image float32 (3, h, w) in [0, 1], tv_tensors.Mask int64 (1, h, w))``.
 
-    Crop ``i`` comes from sample ``i % len(samples)`` at a uniformly random position. The
-    position and the augmentation are drawn from generators seeded with ``(seed, epoch, i)``, so
+    Crop ``i`` comes from a sample drawn with probability proportional to its area, at a
+    uniformly random position, so every pixel is equally likely whatever the mix of image sizes
+    (1000-pixel MoNuSeg images beside 256-pixel synthetic pairs). The sample, the position and
+    the augmentation are drawn from generators seeded with ``(seed, epoch, i)``, so
     a crop is reproducible whatever the worker that loads it and different every epoch (call
     :meth:`set_epoch` before each epoch). Whole-image prediction tiles images itself
     (:mod:`nucseg.tiling`); both scale pixels with ``nucseg.runtime.image_to_tensor``.
@@ -119,6 +121,8 @@ class CropDataset(Dataset):
         if crops_per_epoch < 1:
             raise ValueError(f"crops_per_epoch must be >= 1, got {crops_per_epoch}")
         self.crops_per_epoch = int(crops_per_epoch)
+        areas = np.array([h * w for h, w in self._padded_shapes()], dtype=np.float64)
+        self._sample_probabilities = areas / areas.sum()
 
     @staticmethod
     def _check_sample(sample: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -172,9 +176,9 @@ class CropDataset(Dataset):
         """
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} crops")
-        sample_index = index % len(self.images)
-        height, width = self._padded_shapes()[sample_index]
         rng = self._rng(index, 0)
+        sample_index = int(rng.choice(len(self.images), p=self._sample_probabilities))
+        height, width = self._padded_shapes()[sample_index]
         y = int(rng.integers(0, height - self.crop_size + 1))
         x = int(rng.integers(0, width - self.crop_size + 1))
         return sample_index, y, x
