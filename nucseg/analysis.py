@@ -117,6 +117,41 @@ def bootstrap_mean_ci(
     return float(x.mean()), float(lo), float(hi)
 
 
+def mean_intervals(
+    scores: Scores,
+    metrics: Sequence[str] = ("aji", "aji_plus", "pq", "f1"),
+    n_boot: int = 2000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> pd.DataFrame:
+    """Each method's mean of each metric with its bootstrap interval over images.
+
+    Args:
+        scores: method -> per-image score table (image sets may differ between methods).
+        metrics: columns to summarise.
+        n_boot: bootstrap resamples (see `bootstrap_mean_ci`).
+        seed: bootstrap seed, the same for every cell.
+        ci: confidence level in (0, 1).
+
+    Returns:
+        One row per method (mapping order): ``method``, ``n_images``, then ``<metric>``,
+        ``<metric>_lo`` and ``<metric>_hi`` for each metric.
+
+    Raises:
+        AnalysisError: a missing column or a non-finite value.
+
+    """
+    _check_scores(scores, list(metrics), same_images=False)
+    rows = []
+    for method, table in scores.items():
+        row: dict[str, object] = {"method": method, "n_images": len(table)}
+        for metric in metrics:
+            mean, lo, hi = bootstrap_mean_ci(table[metric].to_numpy(), n_boot, seed, ci)
+            row.update({metric: mean, f"{metric}_lo": lo, f"{metric}_hi": hi})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def per_organ(scores: Scores, metric: str = "aji", overall: bool = False) -> pd.DataFrame:
     """Mean of one metric per organ for each method.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -91,3 +92,24 @@ def compact_inline_figures(max_png_kb: float = MAX_INLINE_PNG_KB) -> bool:
     formatters["image/png"].for_type(Figure, as_mime("image/png"))
     formatters["image/jpeg"].for_type(Figure, as_mime("image/jpeg"))
     return True
+
+
+#: Methods with a fixed colour in every figure of the report, in the order of their colours.
+METHOD_ORDER = ("classical", "otsu", "unet", "pix2pix", "pix2pix-real", "pix2pix-no-gan",
+                "unet-02-real", "unet-02-synthetic")  # fmt: skip
+
+
+def method_colours(methods: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    """One colour per method, the same in every figure (matplotlib's ``tab10``).
+
+    Methods of :data:`METHOD_ORDER` keep their colour whatever else is plotted; other methods
+    take the colours left over, in the order given (cycling past ten).
+    """
+    from matplotlib import colormaps
+
+    palette = list(colormaps["tab10"].colors)
+    colours = {m: palette[i] for i, m in enumerate(METHOD_ORDER) if m in methods}
+    spare = palette[len(METHOD_ORDER) :] + palette
+    for i, method in enumerate(m for m in methods if m not in colours):
+        colours[method] = spare[i % len(spare)]
+    return {m: colours[m] for m in methods}

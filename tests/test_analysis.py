@@ -8,6 +8,7 @@ from nucseg.analysis import (
     aji_disagreement,
     bootstrap_mean_ci,
     long_table,
+    mean_intervals,
     paired_differences,
     per_organ,
     worst_images,
@@ -200,3 +201,15 @@ def test_worst_images(scores):
         worst_images(scores, "x")
     with pytest.raises(AnalysisError, match="not numeric"):
         worst_images(scores, "unet", metric="organ")
+
+
+def test_mean_intervals_bracket_each_mean_and_count_images(scores):
+    few = {**scores, "pix2pix": table([0.2, 0.9], ids=IDS[:2])}  # image sets may differ
+    out = mean_intervals(few, metrics=("aji", "pq"), n_boot=500)
+    assert list(out.method) == ["classical", "unet", "pix2pix"]
+    assert list(out.n_images) == [5, 5, 2]
+    assert out.aji.tolist() == pytest.approx([0.3, 0.4, 0.55])
+    assert (out.aji_lo <= out.aji).all() and (out.aji <= out.aji_hi).all()
+    assert out.loc[2, "aji_hi"] - out.loc[2, "aji_lo"] > out.loc[0, "aji_hi"] - out.loc[0, "aji_lo"]
+    with pytest.raises(AnalysisError, match="lacks column"):
+        mean_intervals(scores, metrics=("nope",))

@@ -60,3 +60,13 @@ def test_compact_inline_figures_in_an_ipython_shell():
     finally:
         InteractiveShell.clear_instance()
         plt.close("all")
+
+
+def test_a_method_keeps_its_colour_whatever_else_is_plotted():
+    from nucseg.figures import method_colours
+
+    few = method_colours(["unet", "classical"])
+    many = method_colours(["otsu", "pix2pix", "classical", "mine", "unet", "yours"])
+    assert few["unet"] == many["unet"] and few["classical"] == many["classical"]
+    assert list(many) == ["otsu", "pix2pix", "classical", "mine", "unet", "yours"]
+    assert len(set(many.values())) == 6  # new methods get colours no known method uses
