@@ -201,9 +201,9 @@ def plot_status_figure(
     return ax.figure
 
 
-def _png_bytes(rgb: np.ndarray, min_side: int) -> bytes:
-    """Encode as PNG, upscaled by an integer factor (nearest) so small zooms stay crisp."""
-    k = max(1, min_side // max(rgb.shape[:2]))
+def _png_bytes(rgb: np.ndarray, max_side: int) -> bytes:
+    """Encode as PNG, upscaled by the largest integer factor (nearest) within ``max_side``."""
+    k = max(1, max_side // max(rgb.shape[:2]))
     rgb = np.repeat(np.repeat(rgb, k, axis=0), k, axis=1) if k > 1 else rgb
     buf = io.BytesIO()
     PIL.Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)  # speed over size
@@ -237,7 +237,8 @@ class ContourInspector:
         ground_truth: image id -> GT instance map.
         predictions: method -> image id -> predicted instance map.
         organs: image id -> organ, shown next to the id.
-        display_size: smallest side in pixels of the shown PNG (small zooms are upscaled).
+        display_size: a zoomed region is upscaled by the largest whole factor that keeps its
+            longer side within this many pixels (never downscaled), so small zooms stay crisp.
         alpha: opacity of the status fills.
         thickness: contour width in pixels.
 
@@ -293,7 +294,7 @@ class ContourInspector:
             widgets.HBox([self.nucleus, self.zoom_button]),
             self.info, self.view,
         ])  # fmt: skip
-        self.image.observe(self._on_source, names="value")
+        self.image.observe(self._on_image, names="value")
         self.method.observe(self._on_source, names="value")
         for w in (self.show_gt, self.show_pred, self.colour_status, self.rows, self.cols):
             w.observe(self._refresh, names="value")
@@ -350,6 +351,13 @@ class ContourInspector:
             names = [f"{g} ({s})" for g, s in zip(t.gt_ids, t.gt_status, strict=True)]
             self.nucleus.options = [("none", 0), *zip(names, t.gt_ids.tolist(), strict=True)]
             self.nucleus.value = keep if keep in t.gt_ids else 0
+
+    def _on_image(self, _change: object = None) -> None:
+        """Image changed: nucleus ids belong to one image, so drop the selection and zoom out."""
+        with self._batch():
+            self.nucleus.value = 0
+            self._on_source()
+            self.rows.value, self.cols.value = (0, self.rows.max), (0, self.cols.max)
 
     def region(self) -> Region:
         """Return the zoom window `(row0, row1, col0, col1)`, at least one pixel wide."""

@@ -144,6 +144,19 @@ def test_inspector_drives_state_render_and_info():
     assert [v for _, v in insp.nucleus.options] == [0, 5]
 
 
+def test_a_new_image_drops_the_selected_nucleus_and_zooms_out():
+    image, gt, good, _ = _scene()
+    moved = np.roll(gt, 20, axis=1)  # same size, same ids, other places
+    truth = {"A": gt, "D": moved}
+    insp = ContourInspector({"A": image, "D": image}, truth, {"good": {"A": good, "D": moved}})
+    insp.nucleus.value = 1
+    insp.zoom_to_nucleus(margin=2)
+    assert insp.region() == (3, 17, 3, 17)
+    insp.image.value = "D"  # ids are per image: nucleus 1 of A is another nucleus in D
+    assert insp.state.nucleus == 0 and "GT nucleus" not in insp.info_text()
+    assert insp.region() == (0, 40, 0, 50)
+
+
 def test_inspector_keeps_nucleus_across_methods_and_makes_figures():
     insp = _inspector()
     insp.nucleus.value = 2
