@@ -46,6 +46,7 @@ from nucseg.engine import Method, TrainResult, train_method
 from nucseg.errors import EngineError
 from nucseg.models import build_model
 from nucseg.models.gan import GANLoss
+from nucseg.models.gan_loss import GAN_MODES
 from nucseg.models.pool import ImagePool
 from nucseg.train_config import (
     RunSettings,
@@ -58,8 +59,6 @@ from nucseg.train_config import (
 )
 
 __all__ = ["CycleGANConfig", "CycleGANMethod", "main", "mask_image", "train_cyclegan"]
-
-GAN_MODES = ("lsgan", "vanilla")
 
 
 def mask_image(instances: np.ndarray, boundary_width: int = 2) -> np.ndarray:
