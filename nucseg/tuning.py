@@ -106,6 +106,28 @@ def _group_by_watershed(
     }
 
 
+def neighbourhood_mean(values: np.ndarray) -> np.ndarray:
+    """Mean of each grid cell and its neighbours one step away along one axis.
+
+    Cells on an edge average over fewer neighbours. A high value means that the cell and the
+    settings next to it all score well: a plateau, not a sharp peak.
+    """
+    values = np.asarray(values, dtype=float)
+    total, count = values.copy(), np.ones_like(values)
+    for axis in range(values.ndim):
+        n = values.shape[axis]
+        lower = tuple(slice(0, n - 1) if a == axis else slice(None) for a in range(values.ndim))
+        upper = tuple(slice(1, n) if a == axis else slice(None) for a in range(values.ndim))
+        total[upper] += values[lower]
+        count[upper] += 1
+        total[lower] += values[upper]
+        count[lower] += 1
+    return total / count
+
+
+SELECTIONS = ("peak", "plateau")
+
+
 def tune_postprocess(
     probabilities: Sequence[np.ndarray],
     ground_truth: Sequence[np.ndarray],
@@ -113,6 +135,8 @@ def tune_postprocess(
     base: PostprocessParams | None = None,
     exact: bool = False,
     progress: bool = True,
+    select: str = "peak",
+    min_area_ratio: float | None = None,
 ) -> tuple[PostprocessParams, pd.DataFrame]:
     """Find the post-processing parameters with the best mean AJI over validation images.
 
@@ -126,23 +150,35 @@ def tune_postprocess(
         exact: run the full post-processing for every combination instead of sharing one run
             between combinations that differ only in ``min_size`` (see the module docstring).
         progress: show a progress bar.
+        select: ``"peak"`` takes the best mean AJI; ``"plateau"`` the best mean AJI of a
+            combination and its grid neighbours (`neighbourhood_mean`; list each parameter's
+            values in order), so that a setting next to a cliff is not chosen.
+        min_area_ratio: when given, only combinations whose predicted nuclear area is at least
+            this fraction of the annotated area (``area_ratio``) may be chosen, so that the
+            choice does not shrink nuclei against the annotation.
 
     Returns:
-        ``(best, table)``: the best `PostprocessParams` (ties go to the earliest combination in
-        grid order) and a DataFrame with one row per combination, best first: the grid's
-        columns, then ``aji`` (mean over images), ``aji_std`` and ``aji_min``.
+        ``(best, table)``: the chosen `PostprocessParams` (ties go to the earliest combination
+        in grid order) and a DataFrame with one row per combination, in order of the selection
+        criterion, best first: the grid's columns, then ``aji`` (mean over images), ``aji_std``,
+        ``aji_min``, ``aji_plateau`` (the neighbourhood mean), ``area_ratio`` (predicted over
+        annotated foreground pixels, pooled over images) and ``eligible``.
 
     Raises:
         TuningError: no image, mismatched list lengths, probabilities not (3, H, W), an
-            unknown grid parameter or an empty list of values.
+            unknown grid parameter or an empty list of values, an unknown `select`, or no
+            combination that reaches `min_area_ratio`.
         ShapeMismatchError: an image's probabilities and ground truth differ in size.
         PostprocessError: a grid value is out of range.
     """
+    if select not in SELECTIONS:
+        raise TuningError(f"select must be one of {SELECTIONS}, got {select!r}")
     probs, gts = _check_inputs(probabilities, ground_truth)
     checked = _check_grid(DEFAULT_GRID if grid is None else grid)
     combos = _combinations(checked, base or PostprocessParams())
     groups = _group_by_watershed(combos, exact)
     scores = np.zeros((len(combos), len(probs)))
+    predicted_area = np.zeros(len(combos))
     bar = tqdm(total=len(groups) * len(probs), desc="tune post-processing", disable=not progress)
     for image_index, (p, gt) in enumerate(zip(probs, gts, strict=True)):
         for shared, members in groups.items():
@@ -153,6 +189,7 @@ def tune_postprocess(
                 if size > shared.min_size:
                     pred = remove_small_instances(labels, size)
                 scores[index, image_index] = aji(gt, pred)
+                predicted_area[index] += np.count_nonzero(pred)
             bar.update()
     bar.close()
     table = pd.DataFrame(
@@ -161,6 +198,16 @@ def tune_postprocess(
     table["aji"] = scores.mean(axis=1)
     table["aji_std"] = scores.std(axis=1)
     table["aji_min"] = scores.min(axis=1)
-    table = table.sort_values("aji", ascending=False, kind="stable")
+    shape = tuple(len(values) for values in checked.values())  # product order: C order
+    table["aji_plateau"] = neighbourhood_mean(table["aji"].to_numpy().reshape(shape)).ravel()
+    table["area_ratio"] = predicted_area / max(sum(np.count_nonzero(g) for g in gts), 1)
+    table["eligible"] = True if min_area_ratio is None else table.area_ratio >= min_area_ratio
+    if not table.eligible.any():
+        raise TuningError(
+            f"no combination predicts at least {min_area_ratio:.0%} of the annotated nuclear "
+            f"area (the largest predicts {table.area_ratio.max():.0%})"
+        )
+    criterion = "aji" if select == "peak" else "aji_plateau"
+    table = table.sort_values(["eligible", criterion], ascending=False, kind="stable")
     best = combos[int(table.index[0])]
     return best, table.reset_index(drop=True)

@@ -1,4 +1,4 @@
-"""Error-status overlays, a static status figure and an ipywidgets contour inspector.
+"""Error-status overlays and a static status figure (the interactive view is `nucseg.inspector`).
 
 Nuclei are filled with their `nucseg.taxonomy` status colour (`STATUS_COLOURS`, Okabe-Ito, safe
 for colour-blind readers; GT fills first, predictions over them) and outlined via `nucseg.overlay`.
@@ -6,22 +6,14 @@ for colour-blind readers; GT fills first, predictions over them) and outlined vi
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import html
-import io
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
-import ipywidgets as widgets
 import numpy as np
-import PIL.Image
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from nucseg.errors import LayoutError, ShapeMismatchError
-from nucseg.metrics import score_contingency
+from nucseg.errors import ShapeMismatchError
 from nucseg.overlay import overlay_contours
 from nucseg.taxonomy import ErrorTaxonomy, classify_errors
 
@@ -64,8 +56,11 @@ def _fill(out: np.ndarray, lab: np.ndarray, ids: np.ndarray, st: np.ndarray, a: 
     out[mask] = np.clip((1 - a) * out[mask] + a * palette[idx], 0, 255).astype(np.uint8)
 
 
-def _bbox(labels: np.ndarray, nucleus: int, margin: int = 0) -> Region | None:
-    """Bounding box of one nucleus grown by `margin`, clipped; None when absent."""
+def nucleus_bbox(labels: np.ndarray, nucleus: int, margin: int = 0) -> Region | None:
+    """Return the box `(row0, row1, col0, col1)` of one nucleus grown by `margin`, clipped.
+
+    None when the nucleus is absent.
+    """
     rows, cols = np.nonzero(labels == nucleus)
     if len(rows) == 0:
         return None
@@ -95,13 +90,15 @@ def status_overlay(
         gt: ground-truth instance map (H, W).
         pred: predicted instance map (H, W).
         taxonomy: `classify_errors(gt, pred)` result; computed when None and `fill`.
-        show_gt: draw the GT layer (contours, and fills when `fill`).
-        show_pred: draw the prediction layer (contours, and fills when `fill`).
+        show_gt: draw the GT contours.
+        show_pred: draw the predicted contours.
         region: `(row0, row1, col0, col1)` half-open zoom window, clipped to the image.
-        fill: fill nuclei with their `STATUS_COLOURS`.
+        fill: fill GT and predicted nuclei with their `STATUS_COLOURS`, whichever contours
+            are shown.
         alpha: opacity of the fills, 0..1.
         thickness: contour width in pixels.
-        highlight: GT id to frame with a `HIGHLIGHT` box (ignored when absent).
+        highlight: nucleus to frame with a `HIGHLIGHT` box: a GT id, or a predicted id as its
+            negative (ignored when absent).
 
     Returns:
         uint8 (row1 - row0, col1 - col0, 3) image of the region.
@@ -121,30 +118,39 @@ def status_overlay(
         taxonomy = classify_errors(gt, pred)
     out = image[r0:r1, c0:c1].copy()
     layers = [(show_gt, gt, GT_CONTOUR, "gt"), (show_pred, pred, PRED_CONTOUR, "pred")]
-    if fill:
-        for shown, labels, _, side in layers:
-            if shown:
-                ids, status = getattr(taxonomy, f"{side}_ids"), getattr(taxonomy, f"{side}_status")
-                _fill(out, labels[r0:r1, c0:c1], ids, status, alpha)
+    for _, labels, _, side in layers if fill else ():
+        ids, status = getattr(taxonomy, f"{side}_ids"), getattr(taxonomy, f"{side}_status")
+        _fill(out, labels[r0:r1, c0:c1], ids, status, alpha)
     for shown, labels, colour, _ in layers:
         if shown:
             out = overlay_contours(out, labels[r0:r1, c0:c1], colour=colour, thickness=thickness)
-    if highlight and (box := _bbox(gt, highlight, margin=2)) is not None:
+    box = nucleus_bbox(gt if highlight > 0 else pred, abs(highlight), 2) if highlight else None
+    if box is not None:
         frame = np.zeros(gt.shape, np.int32)  # full size: a box partly outside stays open
         frame[box[0] : box[1], box[2] : box[3]] = 1
         out = overlay_contours(out, frame[r0:r1, c0:c1], colour=HIGHLIGHT, thickness=2)
     return out
 
 
+def status_counts(taxonomy: ErrorTaxonomy) -> dict[str, str]:
+    """Return each status present, with its counts as text, e.g. ``{"merged": "2 GT / 1 pred"}``."""
+    counts = {}
+    for status in STATUS_COLOURS:
+        n_gt = np.count_nonzero(taxonomy.gt_status == status)
+        n_pred = np.count_nonzero(taxonomy.pred_status == status)
+        if n_gt or n_pred:
+            counts[status] = " / ".join(
+                f"{n} {side}" for n, side in ((n_gt, "GT"), (n_pred, "pred")) if n
+            )
+    return counts
+
+
 def _legend_handles(taxonomy: ErrorTaxonomy, show_gt: bool, show_pred: bool, fill: bool) -> list:
     """Status patches with their counts (when `fill`), then the contour lines shown."""
     handles: list = []
-    for status, colour in STATUS_COLOURS.items() if fill else ():
-        n_gt = np.count_nonzero(taxonomy.gt_status == status) if show_gt else 0
-        n_pred = np.count_nonzero(taxonomy.pred_status == status) if show_pred else 0
-        if n_gt or n_pred:
-            parts = " / ".join(f"{n} {side}" for n, side in ((n_gt, "GT"), (n_pred, "pred")) if n)
-            handles.append(Patch(facecolor=np.array(colour) / 255, label=f"{status} ({parts})"))
+    for status, parts in status_counts(taxonomy).items() if fill else ():
+        colour = np.array(STATUS_COLOURS[status]) / 255
+        handles.append(Patch(facecolor=colour, label=f"{status} ({parts})"))
     for shown, colour, label in ((show_gt, GT_CONTOUR, "GT"), (show_pred, PRED_CONTOUR, "pred")):
         if shown:
             handles.append(Line2D([], [], color=np.array(colour) / 255, label=f"{label} contour"))
@@ -201,208 +207,63 @@ def plot_status_figure(
     return ax.figure
 
 
-def _png_bytes(rgb: np.ndarray, max_side: int) -> bytes:
-    """Encode as PNG, upscaled by the largest integer factor (nearest) within ``max_side``."""
-    k = max(1, max_side // max(rgb.shape[:2]))
-    rgb = np.repeat(np.repeat(rgb, k, axis=0), k, axis=1) if k > 1 else rgb
-    buf = io.BytesIO()
-    PIL.Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)  # speed over size
-    return buf.getvalue()
-
-
-@dataclass(frozen=True)
-class InspectorState:
-    """Current selection of a `ContourInspector` (`nucleus` 0 = none)."""
-
-    image_id: str
-    method: str
-    show_gt: bool
-    show_pred: bool
-    colour_status: bool
-    rows: tuple[int, int]
-    cols: tuple[int, int]
-    nucleus: int
-
-
-class ContourInspector:
-    """JupyterLab widget app: GT and predicted contours of several methods, by error status.
-
-    Widgets: `image` and `method` dropdowns; `show_gt`, `show_pred`, `colour_status` checkboxes;
-    `rows` / `cols` range sliders (half-open zoom window); a GT `nucleus` dropdown and a
-    `zoom_button`; `info` (HTML: image AJI and error counts, the selected nucleus's status, best
-    IoU and partner); `view` (PNG). Ids lacking an image, GT or prediction are `skipped`.
+def crop_grid(
+    panels: Sequence[tuple[np.ndarray, str]], ncols: int, panel_inches: float = 2.4
+) -> Figure:
+    """Show RGB crops in a grid, each with its title, pixels kept sharp (closed to pyplot).
 
     Args:
-        images: image id -> uint8 (H, W, 3).
-        ground_truth: image id -> GT instance map.
-        predictions: method -> image id -> predicted instance map.
-        organs: image id -> organ, shown next to the id.
-        display_size: a zoomed region is upscaled by the largest whole factor that keeps its
-            longer side within this many pixels (never downscaled), so small zooms stay crisp.
-        alpha: opacity of the status fills.
-        thickness: contour width in pixels.
+        panels: `(rgb, title)` pairs, row by row.
+        ncols: panels per row.
+        panel_inches: width of one panel.
+
+    Returns:
+        The matplotlib Figure.
 
     Raises:
-        ValueError: `predictions` is empty.
-        LayoutError: no id has an image, a ground truth and every method's prediction.
+        ValueError: no panel.
 
     """
+    if not panels:
+        raise ValueError("crop_grid needs at least one panel")
+    import matplotlib.pyplot as plt  # lazy: selecting a backend is the caller's business
 
-    def __init__(
-        self,
-        images: Mapping[str, np.ndarray],
-        ground_truth: Mapping[str, np.ndarray],
-        predictions: Mapping[str, Mapping[str, np.ndarray]],
-        organs: Mapping[str, str] | None = None,
-        *,
-        display_size: int = 600,
-        alpha: float = 0.35,
-        thickness: int = 1,
-    ) -> None:
-        if not predictions:
-            raise ValueError("ContourInspector needs at least one prediction method")
-        common = set(images).intersection(ground_truth, *predictions.values())
-        if not common:
-            msg = "no image id has an image, a ground truth and a prediction of every method"
-            raise LayoutError(f"{msg} ({', '.join(predictions)})")
-        self.images, self.ground_truth, self.predictions = images, ground_truth, predictions
-        self.organs = dict(organs or {})
-        self.skipped = sorted((set(images) | set(ground_truth)) - common)
-        self._display_size, self._alpha, self._thickness = display_size, alpha, thickness
-        self._cache: dict[tuple[str, str], tuple[ErrorTaxonomy, str]] = {}
-        self._holding = False
+    nrows = -(-len(panels) // ncols)
+    size = (panel_inches * ncols, (panel_inches + 0.3) * nrows)
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False, layout="constrained")
+    plt.close(fig)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (rgb, title) in zip(axes.ravel(), panels, strict=False):
+        ax.imshow(rgb, interpolation="nearest")
+        ax.set_title(title, fontsize="small")
+    return fig
 
-        ids = sorted(common)
-        labels = [(f"{i} ({self.organs[i]})" if i in self.organs else i, i) for i in ids]
-        self.image = widgets.Dropdown(options=labels, value=ids[0], description="image")
-        self.method = widgets.Dropdown(options=list(predictions), description="method")
-        check = functools.partial(widgets.Checkbox, value=True, indent=False)
-        self.show_gt = check(description="GT contours")
-        self.show_pred = check(description="predicted contours")
-        self.colour_status = check(description="status colours")
-        wide = widgets.Layout(width="600px")
-        self.rows = widgets.IntRangeSlider(max=1, value=(0, 1), description="rows", layout=wide)
-        self.cols = widgets.IntRangeSlider(max=1, value=(0, 1), description="cols", layout=wide)
-        self.nucleus = widgets.Dropdown(options=[("none", 0)], value=0, description="GT nucleus")
-        self.zoom_button = widgets.Button(description="zoom to nucleus / full view")
-        self.info = widgets.HTML()
-        self.view = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
-        self.widget = widgets.VBox([
-            widgets.HBox([self.image, self.method]),
-            widgets.HBox([self.show_gt, self.show_pred, self.colour_status]),
-            self.rows, self.cols,
-            widgets.HBox([self.nucleus, self.zoom_button]),
-            self.info, self.view,
-        ])  # fmt: skip
-        self.image.observe(self._on_image, names="value")
-        self.method.observe(self._on_source, names="value")
-        for w in (self.show_gt, self.show_pred, self.colour_status, self.rows, self.cols):
-            w.observe(self._refresh, names="value")
-        self.nucleus.observe(self._refresh, names="value")
-        self.zoom_button.on_click(lambda _: self.zoom_to_nucleus())
-        self._on_source()
 
-    @contextlib.contextmanager
-    def _batch(self) -> Iterator[None]:  # several widget changes, one refresh
-        held, self._holding = self._holding, True
-        try:
-            yield
-        finally:
-            self._holding = held
-        self._refresh()
+def method_panels(
+    image: np.ndarray,
+    gt: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
+    region: Region,
+    titles: Mapping[str, str] | None = None,
+) -> list[tuple[np.ndarray, str]]:
+    """Return `crop_grid` panels of one region: GT contours, then each method's contours.
 
-    @property
-    def state(self) -> InspectorState:
-        """The current selection."""
-        values = [w.value for w in (self.image, self.method, self.show_gt, self.show_pred)]
-        values += [self.colour_status.value, tuple(self.rows.value), tuple(self.cols.value)]
-        return InspectorState(*values, nucleus=int(self.nucleus.value))
+    Args:
+        image: uint8 (H, W, 3).
+        gt: GT instance map (H, W).
+        predictions: method -> predicted instance map (H, W).
+        region: `(row0, row1, col0, col1)` half-open window.
+        titles: method -> panel title (default: the method's name).
 
-    def _maps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        i = self.image.value
-        return self.images[i], self.ground_truth[i], self.predictions[self.method.value][i]
+    Returns:
+        `(rgb, title)` pairs: "ground truth" (white contours), then one per method (yellow).
 
-    def _cached(self) -> tuple[ErrorTaxonomy, str]:
-        key = (self.method.value, self.image.value)
-        if key not in self._cache:
-            t = classify_errors(*self._maps()[1:])
-            c, aji = t.counts(), score_contingency(t.matches.contingency).aji
-            summary = (
-                f"{key[1]} · {key[0]}: AJI {aji:.3f} · matched {c['n_matched']}/{c['n_gt']} GT"
-                f" · missed {c['n_missed']} · false {c['n_false']}"
-                f" · merge events {c['n_merge_events']} · split {c['n_split_events']}"
-            )
-            self._cache[key] = t, summary
-        return self._cache[key]
-
-    def taxonomy(self) -> ErrorTaxonomy:
-        """Return the error taxonomy of the current image and method."""
-        return self._cached()[0]
-
-    def _on_source(self, _change: object = None) -> None:
-        """Image or method changed: new nucleus list; full view when the image size changed."""
-        t = self.taxonomy()
-        h, w = self._maps()[0].shape[:2]
-        with self._batch():
-            if (self.rows.max, self.cols.max) != (h, w):
-                for slider, n in ((self.rows, h), (self.cols, w)):
-                    slider.max, slider.value = n, (0, n)  # max first: value is clamped to it
-            keep = self.nucleus.value
-            names = [f"{g} ({s})" for g, s in zip(t.gt_ids, t.gt_status, strict=True)]
-            self.nucleus.options = [("none", 0), *zip(names, t.gt_ids.tolist(), strict=True)]
-            self.nucleus.value = keep if keep in t.gt_ids else 0
-
-    def _on_image(self, _change: object = None) -> None:
-        """Image changed: nucleus ids belong to one image, so drop the selection and zoom out."""
-        with self._batch():
-            self.nucleus.value = 0
-            self._on_source()
-            self.rows.value, self.cols.value = (0, self.rows.max), (0, self.cols.max)
-
-    def region(self) -> Region:
-        """Return the zoom window `(row0, row1, col0, col1)`, at least one pixel wide."""
-        (r0, r1), (c0, c1) = self.rows.value, self.cols.value
-        r0, c0 = min(r0, self.rows.max - 1), min(c0, self.cols.max - 1)
-        return r0, max(r1, r0 + 1), c0, max(c1, c0 + 1)
-
-    def zoom_to_nucleus(self, margin: int = 16) -> None:
-        """Zoom around the selected GT nucleus, or show the whole image when none is selected."""
-        box = _bbox(self._maps()[1], self.nucleus.value, margin) if self.nucleus.value else None
-        box = box or (0, self.rows.max, 0, self.cols.max)
-        with self._batch():
-            self.rows.value, self.cols.value = box[:2], box[2:]
-
-    def _view_kwargs(self) -> dict:
-        s = self.state
-        return dict(taxonomy=self.taxonomy(), show_gt=s.show_gt, show_pred=s.show_pred,
-                    region=self.region(), fill=s.colour_status, highlight=s.nucleus or None,
-                    alpha=self._alpha, thickness=self._thickness)  # fmt: skip
-
-    def render(self) -> np.ndarray:
-        """Return the current view as uint8 RGB (zoomed region, native resolution)."""
-        return status_overlay(*self._maps(), **self._view_kwargs())
-
-    def static_figure(self) -> Figure:
-        """Return a matplotlib figure of the current view, with the status legend."""
-        title = f"{self.image.value} · {self.method.value}"
-        return plot_status_figure(*self._maps(), title=title, **self._view_kwargs())
-
-    def info_text(self) -> str:
-        """Return the info line as text: image summary, then the selected nucleus if any."""
-        t, summary = self._cached()
-        gid = self.nucleus.value
-        if not gid:
-            return summary
-        i = int(np.searchsorted(t.gt_ids, gid))
-        p = int(t.gt_partner[i])
-        pair = f"with prediction {p} ({t.pred_status_of(p)})" if p else "(no overlap)"
-        return f"{summary}\nGT nucleus {gid}: {t.gt_status[i]} · best IoU {t.gt_iou[i]:.3f} {pair}"
-
-    def _refresh(self, _change: object = None) -> None:
-        if self._holding:
-            return
-        self.view.value = _png_bytes(self.render(), self._display_size)
-        self.info.value = "<br>".join(html.escape(line) for line in self.info_text().split("\n"))
-
-    def _repr_mimebundle_(self, **kwargs: object) -> dict:
-        return self.widget._repr_mimebundle_(**kwargs)
+    """
+    r0, r1, c0, c1 = _clip_region(region, image.shape)
+    crop = image[r0:r1, c0:c1]
+    panels = [(overlay_contours(crop, gt[r0:r1, c0:c1], colour=GT_CONTOUR), "ground truth")]
+    for method, pred in predictions.items():
+        rgb = overlay_contours(crop, pred[r0:r1, c0:c1], colour=PRED_CONTOUR)
+        panels.append((rgb, (titles or {}).get(method, method)))
+    return panels

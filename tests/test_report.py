@@ -99,3 +99,43 @@ def test_rendered_copy_drops_widgets_and_keeps_other_outputs(tmp_path):
     assert "widgets" not in rendered.metadata
     assert len(rendered.cells[0].outputs) == 1  # the progress bar frozen at 0 % is gone
     assert rendered.cells[0].outputs[0]["data"]["text/plain"] == "2"
+
+
+def _rebound_parameters(path):
+    """Names of the parameters cell that a later cell imports or defines (rebinding them)."""
+    import ast
+
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    first = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
+    names = {t.id for node in ast.parse(code[first].source).body if isinstance(node, ast.Assign)
+             for t in node.targets if isinstance(t, ast.Name)}  # fmt: skip
+    rebound = set()
+    for cell in code[first + 1 :]:
+        lines = cell.source.splitlines()
+        source = "\n".join(line for line in lines if not line.startswith(("%", "!")))
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                rebound |= {(a.asname or a.name).split(".")[0] for a in node.names} & names
+            elif isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name in names:
+                rebound.add(node.name)
+    return rebound
+
+
+@pytest.mark.parametrize("path", sorted(report.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb")),
+                         ids=lambda p: p.name)  # fmt: skip
+def test_no_notebook_imports_over_its_parameters(path):
+    # `from nucseg.checkpoint import export_weights` once turned the export_weights=False of the
+    # demo profile into a (truthy) function, and the demo run overwrote the committed weights.
+    assert _rebound_parameters(path) == set()
+
+
+def test_the_parameter_check_sees_an_import_over_a_parameter(tmp_path):
+    cell = nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook(cells=[
+        cell("export_weights = False\nseed = 0", metadata={"tags": ["parameters"]}),
+        cell("%matplotlib inline\nfrom nucseg.checkpoint import export_weights"),
+        cell("seed = 1  # reassigning is allowed"),
+    ])  # fmt: skip
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    assert _rebound_parameters(tmp_path / "x.ipynb") == {"export_weights"}

@@ -141,3 +141,14 @@ def test_resolve_amp(monkeypatch, native):
     else:
         with pytest.warns(RuntimeWarning, match="no native bfloat16.*float32"):
             assert not runtime.resolve_amp(cpu, True)
+
+
+def test_atomic_writes_get_the_permissions_of_an_ordinary_file(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = write_bytes_atomic(tmp_path / "out.bin", b"x")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -8,7 +8,7 @@ from scipy import ndimage as ndi
 
 from nucseg.errors import ShapeMismatchError
 from nucseg.postprocess import PostprocessError, PostprocessParams
-from nucseg.tuning import DEFAULT_GRID, TuningError, tune_postprocess
+from nucseg.tuning import DEFAULT_GRID, TuningError, neighbourhood_mean, tune_postprocess
 
 
 def _disks(size=96, radius=8, seed=0):
@@ -33,7 +33,8 @@ def test_picks_the_known_best_parameters():
     grid = {"fg_threshold": (0.3, 0.5, 0.8), "marker_threshold": (0.3, 0.5), "min_size": (10, 500)}
     best, table = tune_postprocess(*zip(*cases, strict=True), grid=grid, progress=False)
     assert best == PostprocessParams(fg_threshold=0.5, marker_threshold=0.3, min_size=10)
-    assert list(table.columns) == [*grid, "aji", "aji_std", "aji_min"]
+    extra = ["aji", "aji_std", "aji_min", "aji_plateau", "area_ratio", "eligible"]
+    assert list(table.columns) == [*grid, *extra]
     assert len(table) == 12 and table["aji"].is_monotonic_decreasing
     assert table.loc[0, "aji"] == pytest.approx(1.0)
     assert tuple(table.loc[0, list(grid)]) == (0.5, 0.3, 10)
@@ -94,3 +95,32 @@ def test_bad_inputs():
         tune_postprocess([probs], [gt], grid={"min_size": []})
     with pytest.raises(PostprocessError, match="fg_threshold"):
         tune_postprocess([probs], [gt], grid={"fg_threshold": [1.5]})
+
+
+def test_neighbourhood_mean_averages_each_cell_with_its_grid_neighbours():
+    np.testing.assert_allclose(neighbourhood_mean(np.array([0.0, 3.0, 0.0])), [1.5, 1.0, 1.5])
+    grid = np.array([[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_allclose(neighbourhood_mean(grid), [[2.0, 7 / 3], [8 / 3, 3.0]])
+
+
+def test_plateau_selection_avoids_a_setting_next_to_a_cliff():
+    probs, gt = _disks()
+    grid = {"fg_threshold": (0.3, 0.5, 0.6, 0.65, 0.8)}  # nuclei at 0.7, halo at 0.45
+    peak, table = tune_postprocess([probs], [gt], grid=grid, progress=False)
+    assert peak.fg_threshold == 0.5  # the first of the perfect ones, beside the halo's cliff
+    plateau, table = tune_postprocess([probs], [gt], grid=grid, progress=False, select="plateau")
+    assert plateau.fg_threshold == 0.6 and table.loc[0, "aji_plateau"] == pytest.approx(1.0)
+    with pytest.raises(TuningError, match="select"):
+        tune_postprocess([probs], [gt], grid=grid, progress=False, select="best")
+
+
+def test_a_minimal_area_ratio_keeps_nuclei_from_shrinking():
+    probs, gt = _disks()
+    grid = {"fg_threshold": (0.3, 0.5)}
+    _, table = tune_postprocess([probs], [gt], grid=grid, progress=False)
+    ratio = table.set_index("fg_threshold").area_ratio
+    assert ratio[0.5] == pytest.approx(1.0) and ratio[0.3] > 1.5  # the halo counts at 0.3
+    best, table = tune_postprocess([probs], [gt], grid=grid, progress=False, min_area_ratio=1.2)
+    assert best.fg_threshold == 0.3 and table.eligible.tolist() == [True, False]
+    with pytest.raises(TuningError, match="largest predicts"):
+        tune_postprocess([probs], [gt], grid=grid, progress=False, min_area_ratio=5.0)

@@ -1,18 +1,18 @@
-import ipywidgets
 import matplotlib
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from status_scene import status_scene
 
-from nucseg.errors import LayoutError, ShapeMismatchError
+from nucseg.errors import ShapeMismatchError
 from nucseg.taxonomy import classify_errors
 from nucseg.viz import (
     GT_CONTOUR,
     HIGHLIGHT,
     PRED_CONTOUR,
     STATUS_COLOURS,
-    ContourInspector,
-    InspectorState,
+    crop_grid,
+    method_panels,
     plot_status_figure,
     status_overlay,
 )
@@ -24,15 +24,7 @@ def _agg_backend():
 
 
 def _scene():
-    """A 40x50 image: GT nuclei 1, 2 (side by side) and 3; two predictions of it."""
-    image = np.full((40, 50, 3), 200, np.uint8)
-    gt = np.zeros((40, 50), np.int32)
-    gt[5:15, 5:15], gt[5:15, 20:30], gt[25:35, 5:15] = 1, 2, 3
-    good = gt.copy()
-    merge = np.zeros_like(gt)
-    merge[5:15, 5:30] = 7  # merges 1 and 2; 3 missed
-    merge[25:35, 35:45] = 9  # false positive
-    return image, gt, good, merge
+    return status_scene()
 
 
 def test_status_overlay_fills_and_contours():
@@ -90,87 +82,16 @@ def test_plot_status_figure_has_legend_and_coordinates():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["GT contour"]
 
 
-def _inspector():
+def test_method_panels_and_crop_grid():
     image, gt, good, merge = _scene()
-    small = np.zeros((30, 30), np.int32)
-    small[10:20, 10:20] = 5
-    images = {"A": image, "B": np.full((30, 30, 3), 90, np.uint8), "C": image}
-    truth = {"A": gt, "B": small, "C": gt}
-    preds = {"good": {"A": good, "B": small, "C": good}, "merge": {"A": merge, "B": small}}
-    return ContourInspector(images, truth, preds, organs={"A": "breast"}, display_size=64)
-
-
-def test_inspector_drives_state_render_and_info():
-    insp = _inspector()
-    assert insp.skipped == ["C"]  # no "merge" prediction for C
-    assert [label for label, _ in insp.image.options] == ["A (breast)", "B"]
-    assert isinstance(insp.widget, ipywidgets.VBox)
-    assert insp.view.value[:8] == b"\x89PNG\r\n\x1a\n"
-    s0, r0 = insp.state, insp.render()
-    assert s0 == InspectorState("A", "good", True, True, True, (0, 40), (0, 50), 0)
-    assert r0.shape == (40, 50, 3)
-    assert "AJI 1.000" in insp.info.value
-
-    insp.method.value = "merge"
-    r1 = insp.render()
-    assert insp.state.method == "merge" and not (r1 == r0).all()
-    assert "merge events 1" in insp.info.value and "false 1" in insp.info.value
-
-    insp.show_gt.value = False
-    r2 = insp.render()
-    assert not insp.state.show_gt and not (r2 == r1).all()
-
-    png_before = insp.view.value
-    insp.rows.value, insp.cols.value = (20, 38), (0, 18)
-    assert insp.state.rows == (20, 38) and insp.render().shape == (18, 18, 3)
-    assert insp.view.value != png_before
-
-    insp.nucleus.value = 1
-    assert insp.state.nucleus == 1
-    text = insp.info_text()
-    assert "GT nucleus 1: merged" in text and "best IoU 0.400" in text
-    assert "with prediction 7 (merged)" in text and "prediction 7" in insp.info.value
-    insp.nucleus.value = 3
-    assert "GT nucleus 3: missed · best IoU 0.000 (no overlap)" in insp.info_text()
-
-    insp.zoom_to_nucleus(margin=4)
-    assert insp.state.rows == (21, 39) and insp.state.cols == (1, 19)
-    insp.nucleus.value = 0
-    insp.zoom_button.click()  # nothing selected: full view
-    assert insp.region() == (0, 40, 0, 50)
-
-    insp.image.value = "B"  # other size: sliders follow, nucleus list is rebuilt
-    assert insp.state.rows == (0, 30) and insp.render().shape == (30, 30, 3)
-    assert [v for _, v in insp.nucleus.options] == [0, 5]
-
-
-def test_a_new_image_drops_the_selected_nucleus_and_zooms_out():
-    image, gt, good, _ = _scene()
-    moved = np.roll(gt, 20, axis=1)  # same size, same ids, other places
-    truth = {"A": gt, "D": moved}
-    insp = ContourInspector({"A": image, "D": image}, truth, {"good": {"A": good, "D": moved}})
-    insp.nucleus.value = 1
-    insp.zoom_to_nucleus(margin=2)
-    assert insp.region() == (3, 17, 3, 17)
-    insp.image.value = "D"  # ids are per image: nucleus 1 of A is another nucleus in D
-    assert insp.state.nucleus == 0 and "GT nucleus" not in insp.info_text()
-    assert insp.region() == (0, 40, 0, 50)
-
-
-def test_inspector_keeps_nucleus_across_methods_and_makes_figures():
-    insp = _inspector()
-    insp.nucleus.value = 2
-    insp.method.value = "merge"
-    assert insp.state.nucleus == 2 and ("2 (merged)", 2) in insp.nucleus.options
-    fig = insp.static_figure()
-    assert isinstance(fig, Figure) and fig.axes[0].get_title() == "A · merge"
-    bundle = insp._repr_mimebundle_()
-    assert "application/vnd.jupyter.widget-view+json" in bundle
-
-
-def test_inspector_rejects_unusable_inputs():
-    image, gt, good, _ = _scene()
+    panels = method_panels(image, gt, {"good": good, "merge": merge}, (0, 20, 0, 40),
+                           titles={"merge": "merge · AJI 0.4"})  # fmt: skip
+    assert [t for _, t in panels] == ["ground truth", "good", "merge · AJI 0.4"]
+    assert all(rgb.shape == (20, 40, 3) for rgb, _ in panels)
+    assert tuple(panels[0][0][5, 7]) == GT_CONTOUR and tuple(panels[2][0][5, 7]) == PRED_CONTOUR
+    assert tuple(panels[2][0][10, 20]) == (200, 200, 200)  # inside the merged prediction
+    fig = crop_grid(panels, ncols=2)
+    assert len(fig.axes) == 4 and not fig.axes[3].images  # the spare cell stays empty
+    assert fig.axes[2].get_title() == "merge · AJI 0.4"
     with pytest.raises(ValueError, match="at least one"):
-        ContourInspector({"A": image}, {"A": gt}, {})
-    with pytest.raises(LayoutError, match="good"):
-        ContourInspector({"A": image}, {"A": gt}, {"good": {"Z": good}})
+        crop_grid([], ncols=2)
