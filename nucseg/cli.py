@@ -1,6 +1,6 @@
-"""Command line: `nucseg demo-data | evaluate | predict | report | train | train-cyclegan | synth`.
+"""Command line: `nucseg COMMAND`, also `python -m nucseg COMMAND`.
 
-Also `python -m nucseg`.
+Commands: demo-data, evaluate, predict, tune, report, train, train-cyclegan, train-pix2pix, synth.
 """
 
 from __future__ import annotations
@@ -61,6 +61,34 @@ def _predict(args: argparse.Namespace) -> int:
         extra = [p for p in (item.overlay, item.xml, item.nuclei_csv) if p is not None]
         line = f"{item.image.name}: {item.n_nuclei} nuclei -> {item.instances}"
         print(", ".join([line, *map(str, extra)]))
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from nucseg.infer import DEFAULT_UNET_WEIGHTS
+    from nucseg.retune import check_output, describe, retune, write_retuned
+
+    weights = args.weights or DEFAULT_UNET_WEIGHTS
+    if args.out:  # refuse before the long part
+        check_output(weights, args.out, args.overwrite)
+    if args.data:
+        from nucseg.data.monuseg import load_split
+        from nucseg.data.source import resolve_data_root
+
+        samples, source = load_split(resolve_data_root(args.data), args.split), f"{args.data}"
+    else:
+        from nucseg.train import split_training_samples
+        from nucseg.train_config import profile_config
+
+        samples = split_training_samples(profile_config(args.profile))[1]
+        source = f"the validation split of profile {args.profile}"
+    tta = False if args.tta == "none" else args.tta
+    result = retune(weights, samples, tta=tta, device=args.device, select=args.select,
+                    min_area_ratio=args.min_area_ratio or None)  # fmt: skip
+    print(describe(result, source))
+    if args.out:
+        written = write_retuned(weights, args.out, result, source, overwrite=args.overwrite)
+        print(f"weights with the chosen post-processing written to {written}")
     return 0
 
 
@@ -139,6 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, text in DELEGATED.items():
         sub.add_parser(name, help=text[1], add_help=False)
+
+    tu = sub.add_parser("tune", help="re-tune the post-processing of U-Net weights on annotations")
+    tu.add_argument("--weights", help="U-Net weights (default: the committed ones)")
+    tu.add_argument("--profile", default="monuseg-cpu", help="use this profile's validation split")
+    tu.add_argument("--data", help="annotated images instead, in any layout nucseg reads")
+    tu.add_argument("--split", default="train", help="with --data: train or test (default train)")
+    tu.add_argument("--tta", default="flips", choices=["none", "flips", "dihedral"])
+    tu.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    tu.add_argument("--select", default="plateau", choices=["plateau", "peak"])
+    tu.add_argument("--min-area-ratio", type=float, default=0.95,
+                    help="least predicted / annotated nuclear area (0: no limit)")  # fmt: skip
+    tu.add_argument("--out", help="write a copy of the weights with the chosen setting")
+    tu.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    tu.set_defaults(func=_tune)
 
     rep = sub.add_parser("report", help="run the notebooks headless with papermill")
     rep.add_argument(

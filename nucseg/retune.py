@@ -1,0 +1,150 @@
+"""`nucseg tune`: choose the post-processing of trained U-Net weights on annotated images.
+
+Annotators draw nuclei larger or smaller from one lab to the next. Thresholds tuned on one set of
+annotations then shrink or grow every nucleus on another. This re-tunes the watershed of
+`nucseg.postprocess` for trained weights on images you have annotated (or on a profile's
+validation split): the network runs once per image, then `nucseg.tuning.tune_postprocess`
+scores a grid of settings. By default the choice is made where AJI is flat (`select="plateau"`)
+and among settings that do not shrink nuclei against the annotation (`min_area_ratio`). The
+result can be written into a copy of the weights, which `nucseg predict --weights` then uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from nucseg.data.monuseg import Sample
+from nucseg.errors import NucsegError
+from nucseg.postprocess import PostprocessParams
+
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.3, 0.91, 0.05))
+
+
+@dataclass(frozen=True)
+class RetuneResult:
+    """What `retune` found.
+
+    Attributes:
+        stored: the post-processing the weights carried.
+        chosen: the setting chosen on these images.
+        table: `tune_postprocess`'s table, best first.
+        stored_scores: mean ``aji`` and ``area_ratio`` of the stored setting on these images.
+        response: mean AJI and area ratio for each foreground threshold, the rest as chosen.
+        n_images: how many annotated images were used.
+    """
+
+    stored: PostprocessParams
+    chosen: PostprocessParams
+    table: pd.DataFrame
+    stored_scores: dict[str, float]
+    response: pd.DataFrame
+    n_images: int
+
+
+def retune(
+    weights: str | Path,
+    samples: Sequence[Sample],
+    tta: bool | str = "flips",
+    device: str = "cpu",
+    select: str = "plateau",
+    min_area_ratio: float | None = 0.95,
+    grid: dict | None = None,
+    progress: bool = True,
+) -> RetuneResult:
+    """Tune the post-processing of U-Net weights on annotated samples.
+
+    Args:
+        weights: a checkpoint or exported weights file of the U-Net method.
+        samples: annotated images (`Sample.image`, `Sample.instances`).
+        tta: test-time augmentation of the probabilities (as `nucseg predict` uses).
+        device: torch device.
+        select: ``"plateau"`` or ``"peak"`` (see `tune_postprocess`).
+        min_area_ratio: the least predicted / annotated nuclear area a setting may have.
+        grid: the settings to try (default `nucseg.tuning.DEFAULT_GRID`).
+        progress: show progress bars.
+
+    Returns:
+        A `RetuneResult`.
+
+    Raises:
+        NucsegError: no sample; CheckpointError and TuningError from the steps below.
+
+    """
+    from nucseg.checkpoint import load_model, postprocess_from
+    from nucseg.runtime import resolve_device
+    from nucseg.tiling import predict_probabilities
+    from nucseg.tuning import tune_postprocess
+
+    if not samples:
+        raise NucsegError("nucseg tune needs at least one annotated image")
+    torch_device = resolve_device(device)
+    model, checkpoint = load_model(weights, device=torch_device)
+    stored = postprocess_from(checkpoint) or PostprocessParams()
+    probs = [predict_probabilities(model, s.image, device=torch_device, tta=tta)
+             for s in tqdm(samples, desc="probabilities", disable=not progress)]  # fmt: skip
+    truth = [s.instances for s in samples]
+    chosen, table = tune_postprocess(probs, truth, grid=grid, base=stored, progress=progress,
+                                     select=select, min_area_ratio=min_area_ratio)  # fmt: skip
+    _, now = tune_postprocess(probs, truth, grid={"fg_threshold": [stored.fg_threshold]},
+                              base=stored, progress=False)  # fmt: skip
+    _, response = tune_postprocess(probs, truth, grid={"fg_threshold": THRESHOLDS}, base=chosen,
+                                   progress=False)  # fmt: skip
+    response = response.sort_values("fg_threshold")[["fg_threshold", "aji", "area_ratio"]]
+    stored_scores = {k: float(now.loc[0, k]) for k in ("aji", "area_ratio")}
+    return RetuneResult(stored, chosen, table, stored_scores, response.reset_index(drop=True),
+                        len(samples))  # fmt: skip
+
+
+def describe(result: RetuneResult, source: str) -> str:
+    """Return the lines `nucseg tune` prints for a result."""
+    fields = ("fg_threshold", "marker_threshold", "min_marker_size", "min_size")
+    best = result.table.iloc[0]
+
+    def setting(params: PostprocessParams) -> str:
+        return ", ".join(f"{name} {getattr(params, name)}" for name in fields)
+
+    lines = [
+        f"{result.n_images} annotated images ({source})",
+        f"stored in the weights: {setting(result.stored)}: AJI {result.stored_scores['aji']:.3f}, "
+        f"predicted / annotated area {result.stored_scores['area_ratio']:.2f}",
+        f"chosen: {setting(result.chosen)}: AJI {best.aji:.3f} (neighbourhood "
+        f"{best.aji_plateau:.3f}; the grid's best {result.table.aji.max():.3f}), "
+        f"predicted / annotated area {best.area_ratio:.2f}",
+        "foreground threshold response (the rest as chosen):",
+        result.response.round(3).to_string(index=False),
+    ]
+    return "\n".join(lines)
+
+
+def check_output(weights: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """Refuse an output that exists (the weights file included) unless `overwrite`."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        same = out.resolve() == Path(weights).resolve()
+        what = "is the weights file itself" if same else "exists"
+        raise NucsegError(f"{out}: {what}; pass --overwrite to replace it")
+    if out.is_dir():
+        raise NucsegError(f"{out}: is a folder; give a file name, e.g. {out / 'unet_retuned.pt'}")
+    return out
+
+
+def write_retuned(weights: str | Path, out: str | Path, result: RetuneResult, source: str,
+                  overwrite: bool = False) -> Path:  # fmt: skip
+    """Write a copy of `weights` that carries the chosen post-processing (atomically).
+
+    Raises:
+        NucsegError: `out` exists, or is the weights file itself, and `overwrite` is False.
+
+    """
+    from nucseg.checkpoint import export_weights
+
+    out = check_output(weights, out, overwrite)
+    facts = {"postprocess tuned on": source, "postprocess tuned from": Path(weights).name}
+    return export_weights(weights, out, postprocess=dataclasses.asdict(result.chosen), meta=facts)
