@@ -115,12 +115,18 @@ class Page:
 
     def timed(self, action, name: str) -> float:
         """Run `action`; return seconds until the view's new image is decoded; screenshot."""
+        # Resolves once the latest image is decoded: one change may send two images (a slider
+        # echoing its new range back), and a newer one cancels the decoding of the older.
         self.page.evaluate("""() => {
             const img = document.querySelector('img.nucseg-view');
             window.__redrawn = new Promise(resolve => {
                 const obs = new MutationObserver(() => {
-                    obs.disconnect();
-                    img.decode().then(() => resolve(performance.now()), () => resolve(-1));
+                    const src = img.src;
+                    img.decode().then(() => {
+                        if (img.src === src) { obs.disconnect(); resolve(performance.now()); }
+                    }, () => {
+                        if (img.src === src) { obs.disconnect(); resolve(-1); }
+                    });
                 });
                 obs.observe(img, {attributes: true, attributeFilter: ['src']});
             });
