@@ -165,7 +165,6 @@ class ContourInspector:
         self._display_size, self._alpha, self._thickness = display_size, alpha, thickness
         self._cache: dict[tuple[str, str], tuple[ErrorTaxonomy, str]] = {}
         self._holding = False
-        self.last_view: EncodedView | None = None
 
         ids = sorted(common)
         labels = [(f"{i} ({self.organs[i]})" if i in self.organs else i, i) for i in ids]
@@ -322,7 +321,6 @@ class ContourInspector:
         with self.view.hold_sync():  # one message: format, bytes and size together
             self.view.format, self.view.value = view.format, view.data
             self.view.layout.width, self.view.layout.height = f"{view.width}px", f"{view.height}px"
-        self.last_view = view
         self.info.value = "<br>".join(html.escape(line) for line in self.info_text().split("\n"))
         self.legend.value = legend_html(self.taxonomy() if self.colour_status.value else None)
 
