@@ -74,7 +74,9 @@ def model_card(
             "",
             SCORINGS_HEADING,
             "",
-            "Every time these weights were scored on the test set, oldest first:",
+            "Every test scoring of the weights published under this name, oldest first, across "
+            "retrainings (a row whose command says new weights starts a new model; earlier rows "
+            "scored its predecessors):",
             "",
             "| " + " | ".join(SCORING_COLUMNS) + " |",
             "|" + "---|" * len(SCORING_COLUMNS),
