@@ -40,7 +40,7 @@ rescore: $(STAMP)
 		--out runs/monuseg-cpu/predictions/unet/test
 	$(BIN)/nucseg report --profile monuseg-cpu --data $(MONUSEG) --only 01 05 --render
 	$(BIN)/python -m nucseg.model_card rescore $(WEIGHTS) runs/monuseg-cpu/metrics/unet.csv \
-		--commit "$$(git rev-parse --short HEAD)" --date "$$(date +%F)" --how "make rescore" \
+		--commit "$$(git rev-parse --short HEAD)" --date "$$(date +%F)" --how "make rescore" --tta flips \
 		--ground-truth "$$($(BIN)/python -c 'from nucseg.data.poly2mask import GROUND_TRUTH_RULE as r; print(r)')"
 
 lint: $(STAMP)

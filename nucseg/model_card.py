@@ -128,6 +128,7 @@ def rescore_card(
     scoring: Mapping[str, str],
     card: str | Path | None = None,
     reproduce: str | None = None,
+    tta: str | None = None,
 ) -> Path:
     """Rebuild a card after scoring the test set again, and log the scoring.
 
@@ -139,6 +140,8 @@ def rescore_card(
         scoring: ``date``, ``commit``, ``ground truth`` and ``command`` of this scoring.
         card: the card to rewrite (default: beside the weights, ``.md``); its log is kept.
         reproduce: the command that reproduces the weights (default: the card's own).
+        tta: the test-time augmentation these scores were predicted with ("none", "flips",
+            ...); it replaces the one recorded at export, so the headline says how it was made.
 
     Returns:
         The card's path.
@@ -153,6 +156,8 @@ def rescore_card(
     scores = pd.read_csv(scores_csv)
     facts = {k: v for k, v in (checkpoint.get("meta") or {}).items() if k not in _NOT_FACTS}
     facts["ground truth"] = scoring["ground truth"]
+    if tta is not None:
+        facts["test-time augmentation"] = tta
     facts[TEST_AJI_FACT] = f"{scores.aji.mean():.3f}"
     other = f"{scores.aji_plus.mean():.3f} / {scores.pq.mean():.3f} / {scores.dice.mean():.3f}"
     facts[TEST_OTHER_FACT] = other
@@ -177,10 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     re.add_argument("--date", required=True)
     re.add_argument("--ground-truth", required=True)
     re.add_argument("--how", required=True, help="the command that produced the scores")
+    re.add_argument("--tta", help="test-time augmentation of the scored predictions (none, flips)")
     args = parser.parse_args(argv)
     scoring = {"date": args.date, "commit": args.commit, "ground truth": args.ground_truth,
                "command": args.how}  # fmt: skip
-    print(rescore_card(args.weights, args.scores_csv, scoring))
+    print(rescore_card(args.weights, args.scores_csv, scoring, tta=args.tta))
     return 0
 
 

@@ -26,7 +26,8 @@ def test_rescore_rebuilds_the_card_and_keeps_the_log(tmp_path):
     from nucseg.models import build_model
 
     weights = tmp_path / "w.pt"
-    meta = {"architecture": "U-Net", "training time": "1 min", "config": {"width": 2}}
+    meta = {"architecture": "U-Net", "training time": "1 min", "config": {"width": 2},
+            "test-time augmentation": "flips"}  # fmt: skip
     net = build_model("unet", width=2, depth=1)
     save_checkpoint(
         weights_checkpoint({"net": net}, postprocess={"min_size": 3}, meta=meta), weights
@@ -44,8 +45,10 @@ def test_rescore_rebuilds_the_card_and_keeps_the_log(tmp_path):
     first = {"date": "d1", "commit": "aaa", "ground truth": "old", "command": "c1"}
     card = rescore_card(weights, scores, first, reproduce="make it")
     second = {"date": "d2", "commit": "bbb", "ground truth": "exact", "command": "c2"}
-    rescore_card(weights, scores, second)
+    assert "| test-time augmentation | flips |" in card.read_text()
+    rescore_card(weights, scores, second, tta="none")
     text = card.read_text()
+    assert "| test-time augmentation | none |" in text
     assert "| architecture | U-Net |" in text and "config" not in text
     assert "| test AJI (14 images, mean per image) | 0.700 |" in text
     assert "| ground truth | exact |" in text and "make it" in text
