@@ -77,17 +77,15 @@ def retune(
         NucsegError: no sample; CheckpointError and TuningError from the steps below.
 
     """
-    from nucseg.checkpoint import load_model, postprocess_from
-    from nucseg.runtime import resolve_device
-    from nucseg.tiling import predict_probabilities
+    from nucseg.infer import UNetPredictor
     from nucseg.tuning import tune_postprocess
 
     if not samples:
         raise NucsegError("nucseg tune needs at least one annotated image")
-    torch_device = resolve_device(device)
-    model, checkpoint = load_model(weights, device=torch_device)
-    stored = postprocess_from(checkpoint) or PostprocessParams()
-    probs = [predict_probabilities(model, s.image, device=torch_device, tta=tta)
+    # The probabilities `nucseg predict` makes (its tiling too), so the choice carries over.
+    predictor = UNetPredictor(weights=weights, tta=tta, device=device)
+    stored = predictor.params
+    probs = [predictor.probabilities(s.image)
              for s in tqdm(samples, desc="probabilities", disable=not progress)]  # fmt: skip
     truth = [s.instances for s in samples]
     chosen, table = tune_postprocess(probs, truth, grid=grid, base=stored, progress=progress,

@@ -68,3 +68,14 @@ def test_cli_tune_on_a_folder_of_annotated_images(tmp_path, tiny_demo, capsys):
     assert (tmp_path / "tuned.pt").is_file()
     assert main([*args, "--out", str(tmp_path / "tuned.pt")]) == 2  # refused before any work
     assert "exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_retune_predicts_as_nucseg_predict_does(tmp_path, disks, monkeypatch):
+    from nucseg.infer import UNET_TILE
+
+    seen = []
+    by_id = {id(s.image): s.probs for s in disks}
+    monkeypatch.setattr("nucseg.tiling.predict_probabilities",
+                        lambda model, image, **kw: seen.append(kw) or by_id[id(image)])  # fmt: skip
+    retune(_unet_checkpoint(tmp_path / "w.pt"), disks, tta="flips", grid=GRID, progress=False)
+    assert [(kw["tile"], kw["tta"]) for kw in seen] == [(UNET_TILE, "flips")] * len(disks)
