@@ -78,3 +78,33 @@ def test_norm_is_checked_and_reaches_the_network(tmp_path):
     config = TrainConfig(norm="batch", width=4, depth=2, crop_size=64, batch_size=2,
                          crops_per_epoch=4, out_dir=str(tmp_path))  # fmt: skip
     assert UNetMethod(config).networks["net"].norm == "batch"
+
+
+def _notebook_training_settings(path):
+    """Keyword names of the ``settings = dict(...)`` that a notebook builds its TrainConfig from."""
+    import ast
+
+    import nbformat
+
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code" or "settings = dict(" not in cell.source:
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "settings":
+                return {keyword.arg for keyword in node.value.keywords}
+    raise AssertionError(f"{path.name}: no `settings = dict(...)` cell")
+
+
+@pytest.mark.parametrize("name", ["demo", "monuseg-cpu", "monuseg-gpu"])
+def test_notebook_04_trains_what_nucseg_train_trains(name):
+    # A training setting a profile sets but 04 does not pass on would make the notebook train
+    # (or refuse to resume) a different model from `nucseg train --profile NAME`.
+    import dataclasses
+
+    from nucseg.profiles import load_profile, section_parameters
+    from nucseg.report import NOTEBOOKS_DIR
+
+    section = section_parameters(load_profile(name), "04")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    passed = _notebook_training_settings(next(NOTEBOOKS_DIR.glob("04_*.ipynb")))
+    assert set(section) & fields <= passed
