@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from nucseg.losses import LossConfig
+from nucseg.profiles import PARAMS_DIR
 from nucseg.train_config import (
     TrainConfig,
     TrainConfigError,
@@ -95,7 +96,7 @@ def _notebook_training_settings(path):
     raise AssertionError(f"{path.name}: no `settings = dict(...)` cell")
 
 
-@pytest.mark.parametrize("name", ["demo", "monuseg-cpu", "monuseg-gpu"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in PARAMS_DIR.glob("*.yaml")))
 def test_notebook_04_trains_what_nucseg_train_trains(name):
     # A training setting a profile sets but 04 does not pass on would make the notebook train
     # (or refuse to resume) a different model from `nucseg train --profile NAME`.
