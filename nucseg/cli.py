@@ -65,22 +65,25 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
+    from nucseg.data.monuseg import load_split
+    from nucseg.data.source import resolve_data_root
     from nucseg.infer import DEFAULT_UNET_WEIGHTS
-    from nucseg.retune import check_output, describe, retune, write_retuned
+    from nucseg.retune import check_output, check_unseen, describe, retune, write_retuned
 
     weights = args.weights or DEFAULT_UNET_WEIGHTS
     if args.out:  # refuse before the long part
         check_output(weights, args.out, args.overwrite)
     if args.data:
-        from nucseg.data.monuseg import load_split
-        from nucseg.data.source import resolve_data_root
-
         samples, source = load_split(resolve_data_root(args.data), args.split), f"{args.data}"
+        check_unseen(weights, samples, source)
     else:
         from nucseg.train import split_training_samples
         from nucseg.train_config import profile_config
 
-        samples = split_training_samples(profile_config(args.profile))[1]
+        config = profile_config(args.profile)
+        split = load_split(resolve_data_root(config.data_dir), "train")
+        check_unseen(weights, split, f"all training images of profile {args.profile}")
+        samples = split_training_samples(config, split)[1]
         source = f"the validation split of profile {args.profile}"
     tta = False if args.tta == "none" else args.tta
     result = retune(weights, samples, tta=tta, device=args.device, select=args.select,

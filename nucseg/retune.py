@@ -121,6 +121,41 @@ def describe(result: RetuneResult, source: str) -> str:
     return "\n".join(lines)
 
 
+def trained_on(weights: str | Path, images: Sequence[Sample]) -> bool:
+    """Whether the weights were trained on exactly these images (in this order).
+
+    Training checkpoints, and the weights exported from them, record a fingerprint of their
+    training data (``meta.plan["data.train"]``); weights without one are taken as unseen.
+    A final fit (``val_fraction`` 0) has a profile's whole training split, sorted by image id.
+    """
+    from nucseg.checkpoint import load_checkpoint
+    from nucseg.data.dataset import fingerprint_samples
+
+    plan = (load_checkpoint(weights).get("meta") or {}).get("plan") or {}
+    return bool(images) and plan.get("data.train") == fingerprint_samples(images)
+
+
+def check_unseen(weights: str | Path, training_images: Sequence[Sample], source: str) -> None:
+    """Refuse to tune on images the weights were trained on.
+
+    Args:
+        weights: a checkpoint or exported weights file.
+        training_images: the whole set the tuning images come from (a profile's training split
+            before the validation images are held out, or the annotated folder itself).
+        source: how to name that set in the message.
+
+    Raises:
+        NucsegError: the weights were trained on exactly those images (see `trained_on`).
+
+    """
+    if trained_on(weights, training_images):
+        raise NucsegError(
+            f"{weights}: these weights were trained on {source} ({len(training_images)} images), "
+            "so a setting tuned there would fit their training data; tune the weights of the run "
+            "that held those images out, or give annotated images they have not seen (--data DIR)"
+        )
+
+
 def check_output(weights: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """Refuse an output that exists (the weights file included) unless `overwrite`."""
     out = Path(out)

@@ -50,9 +50,15 @@ from nucseg.train_config import (
 __all__ = ["TrainConfig", "TrainConfigError", "TrainResult", "UNetMethod", "main", "train"]
 
 
-def split_training_samples(config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
-    """Load the training split, hold out ``val_fraction`` of it by organ, add extra pairs."""
-    samples = load_split(resolve_data_root(config.data_dir), "train")
+def split_training_samples(
+    config: TrainConfig, samples: Sequence[Sample] | None = None
+) -> tuple[list[Sample], list[Sample]]:
+    """Load the training split, hold out ``val_fraction`` of it by organ, add extra pairs.
+
+    ``samples`` is that split already loaded (``load_split(config.data_dir, "train")``).
+    """
+    if samples is None:
+        samples = load_split(resolve_data_root(config.data_dir), "train")
     ids = [s.image_id for s in samples]
     _, val_ids = split_by_organ(ids, [s.organ for s in samples], config.val_fraction, config.seed)
     held_out = set(val_ids)

@@ -101,8 +101,8 @@ def test_rendered_copy_drops_widgets_and_keeps_other_outputs(tmp_path):
     assert rendered.cells[0].outputs[0]["data"]["text/plain"] == "2"
 
 
-def _rebound_parameters(path):
-    """Names of the parameters cell that a later cell imports or defines (rebinding them)."""
+def _parameters_cell(path):
+    """The code cells of a notebook, the index of its parameters cell, and the names it assigns."""
     import ast
 
     nb = nbformat.read(path, as_version=4)
@@ -110,6 +110,14 @@ def _rebound_parameters(path):
     first = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
     names = {t.id for node in ast.parse(code[first].source).body if isinstance(node, ast.Assign)
              for t in node.targets if isinstance(t, ast.Name)}  # fmt: skip
+    return code, first, names
+
+
+def _rebound_parameters(path):
+    """Names of the parameters cell that a later cell imports or defines (rebinding them)."""
+    import ast
+
+    code, first, names = _parameters_cell(path)
     rebound = set()
     for cell in code[first + 1 :]:
         lines = cell.source.splitlines()
@@ -139,3 +147,13 @@ def test_the_parameter_check_sees_an_import_over_a_parameter(tmp_path):
     ])  # fmt: skip
     nbformat.write(nb, tmp_path / "x.ipynb")
     assert _rebound_parameters(tmp_path / "x.ipynb") == {"export_weights"}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in profiles.PARAMS_DIR.glob("*.yaml")))
+def test_every_profile_setting_is_a_notebook_parameter(name):
+    # papermill passes a key the notebook does not declare without a word: a misspelt setting
+    # (`final_fits: true`) would leave the notebook on its default.
+    profile = profiles.load_profile(name)
+    for path in sorted(report.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb")):
+        _, _, names = _parameters_cell(path)
+        assert set(profiles.notebook_parameters(profile, path)) <= names, path.name

@@ -70,6 +70,26 @@ def test_cli_tune_on_a_folder_of_annotated_images(tmp_path, tiny_demo, capsys):
     assert "exists; pass --overwrite" in capsys.readouterr().err
 
 
+def test_cli_tune_refuses_the_images_the_weights_were_trained_on(tmp_path, tiny_demo, capsys):
+    # A final fit trains on every training image, validation ones included: tuning it on them
+    # would fit its own training data.
+    import torch
+
+    from nucseg.cli import main
+    from nucseg.data.dataset import fingerprint_samples
+    from nucseg.data.monuseg import load_split
+
+    weights = _unet_checkpoint(tmp_path / "w.pt")
+    checkpoint = torch.load(weights, weights_only=False)
+    trained_on = fingerprint_samples(load_split(tiny_demo, "train"))
+    checkpoint["meta"] = {"plan": {"data.train": trained_on}}
+    torch.save(checkpoint, weights)
+    args = ["tune", "--data", str(tiny_demo), "--weights", str(weights), "--tta", "none"]
+    assert main([*args, "--split", "train"]) == 2
+    assert "these weights were trained on" in capsys.readouterr().err
+    assert main([*args, "--split", "test", "--min-area-ratio", "0"]) == 0  # images it has not seen
+
+
 def test_retune_predicts_as_nucseg_predict_does(tmp_path, disks, monkeypatch):
     from nucseg.infer import UNET_TILE
 
