@@ -233,6 +233,11 @@ def postprocess_from(checkpoint: dict[str, Any]) -> PostprocessParams | None:
     return None if stored is None else PostprocessParams(**stored)
 
 
+def _exported_state(state_dict: Mapping[str, torch.Tensor], half: bool) -> dict[str, torch.Tensor]:
+    return {key: value.half() if half and value.is_floating_point() else value
+            for key, value in state_dict.items()}  # fmt: skip
+
+
 def export_weights(
     checkpoint_path: str | Path,
     out_path: str | Path,
@@ -269,10 +274,7 @@ def export_weights(
     checkpoint = load_checkpoint(checkpoint_path)
     name = _pick(checkpoint, network, checkpoint_path)
     entry = checkpoint["networks"][name]
-    state = {
-        key: value.half() if half and value.is_floating_point() else value
-        for key, value in entry["state_dict"].items()
-    }
+    state = _exported_state(entry["state_dict"], half)
     facts = dict(checkpoint.get("meta") or {})
     facts.update(best=checkpoint.get("best"), exported_from=Path(checkpoint_path).name)
     facts.update(method=checkpoint.get("method"), network=name)
@@ -290,3 +292,25 @@ def export_weights(
         out.unlink()
         raise CheckpointError(f"{out}: exported weights are {size_mb:.1f} MB > {max_mb} MB")
     return out
+
+
+def exports_same_weights(
+    checkpoint_path: str | Path,
+    published_path: str | Path,
+    network: str | None = None,
+    half: bool = True,
+) -> bool:
+    """Whether ``export_weights(checkpoint_path, ...)`` would publish the tensors already there.
+
+    A test scoring of re-exported, unchanged weights is logged as such in the model card, not as
+    a new model. False when nothing is published yet.
+    """
+    if not Path(published_path).is_file():
+        return False
+    checkpoint, published = load_checkpoint(checkpoint_path), load_checkpoint(published_path)
+    name = _pick(checkpoint, network, checkpoint_path)
+    ours = _exported_state(checkpoint["networks"][name]["state_dict"], half)
+    theirs = (published["networks"].get(name) or {}).get("state_dict") or {}
+    return ours.keys() == theirs.keys() and all(
+        ours[k].dtype == theirs[k].dtype and torch.equal(ours[k], theirs[k]) for k in ours
+    )

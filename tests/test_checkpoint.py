@@ -119,6 +119,20 @@ def test_export_weights_half_precision(tmp_path):
     assert not (tmp_path / "tiny.pt").exists()
 
 
+def test_a_re_export_of_unchanged_weights_is_told_from_new_weights(tmp_path):
+    _, state = _checkpoint()
+    source = ckpt.save_checkpoint(state, tmp_path / "best.pt")
+    published = tmp_path / "unet.pt"
+    assert not ckpt.exports_same_weights(source, published)  # nothing published yet
+    ckpt.export_weights(source, published, meta={"note": "other facts do not matter"})
+    assert ckpt.exports_same_weights(source, published)
+    weights = state["networks"]["net"]["state_dict"]
+    first = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[first] = weights[first] + 1e-2  # a change that survives float16
+    retrained = ckpt.save_checkpoint(state, tmp_path / "retrained.pt")
+    assert not ckpt.exports_same_weights(retrained, published)
+
+
 def test_export_weights_takes_tuned_postprocess_and_meta(tmp_path):
     from nucseg.checkpoint import export_weights, load_checkpoint, save_checkpoint
     from nucseg.models import build_model
