@@ -51,13 +51,17 @@ def _same_shape(gt: np.ndarray, other: np.ndarray, what: str) -> None:
 
 
 def predicted_boundary(probabilities: np.ndarray) -> np.ndarray:
-    """Pixels whose most likely class is the boundary, from (3, H, W) probabilities."""
-    return np.argmax(probabilities, axis=0) == BOUNDARY
+    """Pixels whose most likely class is the boundary, from (3, H, W) probabilities.
+
+    A fourth channel (the distance head's map) is not a class and is ignored.
+    """
+    return np.argmax(probabilities[:3], axis=0) == BOUNDARY
 
 
 def raw_instances(probabilities: np.ndarray) -> np.ndarray:
     """The map without post-processing: connected inside pixels (4-connected) as instances."""
-    return label(np.argmax(probabilities, axis=0) == INSIDE, connectivity=1).astype(np.int32)
+    inside = np.argmax(probabilities[:3], axis=0) == INSIDE  # not the distance channel
+    return label(inside, connectivity=1).astype(np.int32)
 
 
 def boundary_recall(gt: np.ndarray, boundary: np.ndarray, tolerance: float = 2.0) -> float:

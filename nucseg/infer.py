@@ -137,7 +137,10 @@ class UNetPredictor:
         self.params: PostprocessParams = stored
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
-        """(3, H, W) float32 [background, inside, boundary] probabilities of an RGB image."""
+        """(3, H, W) float32 [background, inside, boundary] probabilities of an RGB image.
+
+        A U-Net with the auxiliary distance head adds its predicted distance map: (4, H, W).
+        """
         from nucseg.tiling import predict_probabilities
 
         return predict_probabilities(

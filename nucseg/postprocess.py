@@ -6,7 +6,8 @@ sequential relabelling to int32):
 - `instances_from_foreground`: a foreground probability (or binary) map, split into nuclei by a
   watershed on the distance transform, seeded at its local maxima;
 - `instances_from_three_class`: a [background, inside, boundary] probability map, split by a
-  marker-controlled watershed whose seeds are the confident nucleus interiors.
+  marker-controlled watershed whose seeds are the confident nucleus interiors, or, for a U-Net
+  with the auxiliary distance head, the peaks of its predicted distance map.
 
 All sizes are in pixels of the 40x MoNuSeg images (about 0.25 um per pixel), where a nucleus is
 typically 150-600 pixels in area (14-28 pixels across).
@@ -65,6 +66,10 @@ class PostprocessParams:
             transform before seeding (removes spurious maxima from ragged outlines); 0 disables.
         flood: three-class only: the surface flooded from the seeds, ``"inside"`` (1 - inside
             probability) or ``"boundary"`` (boundary probability).
+        markers: three-class only: where the seeds come from. ``"classes"``: inside - boundary
+            probability above ``marker_threshold``; ``"distance"``: the predicted distance map
+            (a fourth channel) above ``marker_threshold``, and the seeds then flood
+            ``1 - distance`` (``flood`` is ignored).
         split: foreground maps only: split touching nuclei with the distance watershed; False
             keeps 8-connected components whole (an ablation of the splitting step).
     """
@@ -81,6 +86,7 @@ class PostprocessParams:
     distance_sigma: float = 1.0
     flood: Literal["inside", "boundary"] = "inside"
     split: bool = True
+    markers: Literal["classes", "distance"] = "classes"
 
     def __post_init__(self) -> None:
         checks = [
@@ -94,6 +100,7 @@ class PostprocessParams:
             (self.h > 0, "h must be > 0 pixels"),
             (self.distance_sigma >= 0, "distance_sigma must be >= 0 pixels"),
             (self.flood in ("inside", "boundary"), "flood must be 'inside' or 'boundary'"),
+            (self.markers in ("classes", "distance"), "markers must be 'classes' or 'distance'"),
         ]
         for ok, message in checks:
             if not ok:
@@ -323,24 +330,33 @@ def instances_from_three_class(
     Foreground is ``inside + boundary > fg_threshold``; seeds are the connected components of
     ``inside - boundary > marker_threshold`` (within the foreground) of at least
     ``min_marker_size`` pixels; the seeds flood ``1 - inside`` (or ``boundary``, see
-    ``flood``) within the foreground. Foreground blobs without a seed become their own
-    instance, then the shared clean-up runs.
+    ``flood``) within the foreground. With ``markers="distance"`` the seeds are where the
+    predicted distance map exceeds ``marker_threshold`` instead, and they flood
+    ``1 - distance``. Foreground blobs without a seed become their own instance, then the
+    shared clean-up runs.
 
     Args:
-        probs: (3, H, W) float probabilities, channels [background, inside, boundary].
+        probs: (3, H, W) float probabilities, channels [background, inside, boundary], or
+            (4, H, W) with the predicted distance map in [0, 1] as the fourth channel.
         params: post-processing settings; defaults to ``PostprocessParams()``.
 
     Returns:
         int32 (H, W) instance map with ids 1..n (all zeros when nothing is foreground).
 
     Raises:
-        PostprocessError: ``probs`` is not a finite (3, H, W) array.
+        PostprocessError: ``probs`` is not a finite (3, H, W) or (4, H, W) array, or
+            ``markers="distance"`` without a distance channel.
     """
     params = params or PostprocessParams()
     arr = np.asarray(probs)
-    if arr.ndim != 3 or arr.shape[0] != 3:
+    if arr.ndim != 3 or arr.shape[0] not in (3, 4):
         raise PostprocessError(
-            f"probs: expected shape (3, H, W) [background, inside, boundary], got {arr.shape}"
+            "probs: expected shape (3, H, W) [background, inside, boundary] or (4, H, W) "
+            f"[..., distance], got {arr.shape}"
+        )
+    if params.markers == "distance" and arr.shape[0] != 4:
+        raise PostprocessError(
+            f"probs: markers='distance' needs a distance channel, (4, H, W); got {arr.shape}"
         )
     if not np.issubdtype(arr.dtype, np.floating):
         raise PostprocessError(f"probs: expected float probabilities, got dtype {arr.dtype}")
@@ -351,9 +367,13 @@ def instances_from_three_class(
     mask = _clean_mask(mask, params)
     if not mask.any():
         return np.zeros(mask.shape, dtype=np.int32)
-    seeds = ((inside - boundary) > params.marker_threshold) & mask
-    markers, _ = ndi.label(seeds, structure=_SQUARE)
+    if params.markers == "distance":
+        distance = arr[3].astype(np.float32)
+        seeds, surface = distance > params.marker_threshold, 1.0 - distance
+    else:
+        seeds = (inside - boundary) > params.marker_threshold
+        surface = 1.0 - inside if params.flood == "inside" else boundary
+    markers, _ = ndi.label(seeds & mask, structure=_SQUARE)
     markers = remove_small_instances(markers, params.min_marker_size)
-    surface = 1.0 - inside if params.flood == "inside" else boundary
     labels = watershed(surface, markers, mask=mask)
     return _finish(labels, mask, params)

@@ -5,8 +5,10 @@ annotations then shrink or grow every nucleus on another. This re-tunes the wate
 `nucseg.postprocess` for trained weights on images you have annotated (or on a profile's
 validation split): the network runs once per image, then `nucseg.tuning.tune_postprocess`
 scores a grid of settings. By default the choice is made where AJI is flat (`select="plateau"`)
-and among settings that do not shrink nuclei against the annotation (`min_area_ratio`). The
-result can be written into a copy of the weights, which `nucseg predict --weights` then uses.
+and among settings that do not shrink nuclei against the annotation (`min_area_ratio`). Weights
+with the auxiliary distance head are tuned twice, seeding the watershed from the classes and from
+the distance map (`DISTANCE_GRID`), and the better of the two is chosen. The result can be
+written into a copy of the weights, which `nucseg predict --weights` then uses.
 """
 
 from __future__ import annotations
@@ -23,8 +25,12 @@ from tqdm.auto import tqdm
 from nucseg.data.monuseg import Sample
 from nucseg.errors import NucsegError
 from nucseg.postprocess import PostprocessParams
+from nucseg.tuning import DEFAULT_GRID, tune_postprocess
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.3, 0.91, 0.05))
+#: Grid for seeds from the predicted distance map (``markers="distance"``): the distance falls
+#: from 1 at a nucleus's centre to 0 at its outline, so the seeds are its central part.
+DISTANCE_GRID: dict[str, tuple] = {**DEFAULT_GRID, "marker_threshold": (0.3, 0.4, 0.5, 0.6)}
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,9 @@ def retune(
         device: torch device.
         select: ``"plateau"`` or ``"peak"`` (see `tune_postprocess`).
         min_area_ratio: the least predicted / annotated nuclear area a setting may have.
-        grid: the settings to try (default `nucseg.tuning.DEFAULT_GRID`).
+        grid: the settings to try (default `nucseg.tuning.DEFAULT_GRID`; with a distance
+            head, that grid with seeds from the classes and `DISTANCE_GRID` with seeds from
+            the distance map, each tuned on its own, the better chosen).
         progress: show progress bars.
 
     Returns:
@@ -78,7 +86,6 @@ def retune(
 
     """
     from nucseg.infer import UNetPredictor
-    from nucseg.tuning import tune_postprocess
 
     if not samples:
         raise NucsegError("nucseg tune needs at least one annotated image")
@@ -88,8 +95,8 @@ def retune(
     probs = [predictor.probabilities(s.image)
              for s in tqdm(samples, desc="probabilities", disable=not progress)]  # fmt: skip
     truth = [s.instances for s in samples]
-    chosen, table = tune_postprocess(probs, truth, grid=grid, base=stored, progress=progress,
-                                     select=select, min_area_ratio=min_area_ratio)  # fmt: skip
+    chosen, table = _tune_seed_sources(probs, truth, grid, stored, progress, select,
+                                       min_area_ratio)  # fmt: skip
     _, now = tune_postprocess(probs, truth, grid={"fg_threshold": [stored.fg_threshold]},
                               base=stored, progress=False)  # fmt: skip
     _, response = tune_postprocess(probs, truth, grid={"fg_threshold": THRESHOLDS}, base=chosen,
@@ -100,13 +107,47 @@ def retune(
                         len(samples))  # fmt: skip
 
 
+def _tune_seed_sources(
+    probs: list[np.ndarray],
+    truth: list[np.ndarray],
+    grid: dict | None,
+    stored: PostprocessParams,
+    progress: bool,
+    select: str,
+    min_area_ratio: float | None,
+) -> tuple[PostprocessParams, pd.DataFrame]:
+    """`tune_postprocess`, once per seed source the maps allow; the better search wins.
+
+    The seed sources are tuned apart because their thresholds mean different things, so the
+    plateau (a neighbourhood in the grid) must not mix them. The table gains a ``markers``
+    column and is sorted as `tune_postprocess` sorts.
+    """
+    if grid is not None or probs[0].shape[0] < 4:
+        grid = grid or DEFAULT_GRID
+        return tune_postprocess(probs, truth, grid=grid, base=stored, progress=progress,
+                                select=select, min_area_ratio=min_area_ratio)  # fmt: skip
+    searches = []
+    for markers, seed_grid in (("classes", DEFAULT_GRID), ("distance", DISTANCE_GRID)):
+        base = dataclasses.replace(stored, markers=markers)
+        chosen, table = tune_postprocess(probs, truth, grid=seed_grid, base=base,
+                                         progress=progress, select=select,
+                                         min_area_ratio=min_area_ratio)  # fmt: skip
+        searches.append((chosen, table.assign(markers=markers)))
+    criterion = "aji" if select == "peak" else "aji_plateau"
+    chosen = max(searches, key=lambda s: float(s[1][criterion].iloc[0]))[0]  # first wins ties
+    table = pd.concat([t for _, t in searches], ignore_index=True)
+    table = table.sort_values(["eligible", criterion], ascending=False, kind="stable")
+    return chosen, table.reset_index(drop=True)
+
+
 def describe(result: RetuneResult, source: str) -> str:
     """Return the lines `nucseg tune` prints for a result."""
     fields = ("fg_threshold", "marker_threshold", "min_marker_size", "min_size")
     best = result.table.iloc[0]
 
     def setting(params: PostprocessParams) -> str:
-        return ", ".join(f"{name} {getattr(params, name)}" for name in fields)
+        seeds = ", seeds from the distance map" if params.markers == "distance" else ""
+        return ", ".join(f"{name} {getattr(params, name)}" for name in fields) + seeds
 
     lines = [
         f"{result.n_images} annotated images ({source})",

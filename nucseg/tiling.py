@@ -8,7 +8,7 @@ raised-cosine ramp that is low at the tile's edges (where zero padding inside th
 distorts the output) and 1 in its centre, and the weighted sum is divided by the summed weights
 (separable, so kept as two 1-D profiles). Memory stays at one image-sized (C, H, W) accumulator
 plus one batch of tiles, so a 4096x4096 image fits in a few GB. `predict_probabilities` is the
-softmax case.
+softmax case (plus a sigmoid on the U-Net's auxiliary distance channel, where it has one).
 
 The overlap is a parameter; by default it is half the network's receptive field
 (``model.receptive_field``) where the network declares one, so that no output pixel that kept
@@ -28,11 +28,22 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nucseg.errors import NucsegError
+from nucseg.losses import NUM_CLASSES
 from nucseg.runtime import ValueRange, autocast, image_to_tensor, resolve_device
+
+
+def segmentation_maps(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the 3 class channels; a sigmoid on any further one (the distance head)."""
+    classes = torch.softmax(logits[:, :NUM_CLASSES], dim=1)
+    if logits.shape[1] <= NUM_CLASSES:
+        return classes
+    return torch.cat([classes, torch.sigmoid(logits[:, NUM_CLASSES:])], dim=1)
+
 
 #: Output hooks by name: logits (N, C, h, w) -> the map that is blended.
 OUTPUTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "softmax": lambda logits: torch.softmax(logits, dim=1),
+    "segmentation": segmentation_maps,
     "sigmoid": torch.sigmoid,
     "identity": lambda logits: logits,
 }
@@ -291,12 +302,13 @@ def predict_tiled(
 
 
 def predict_probabilities(model: nn.Module, image: np.ndarray, **options: object) -> np.ndarray:
-    """Softmax probabilities of a segmentation network: `predict_tiled` with ``"softmax"``.
+    """Probabilities of a segmentation network: `predict_tiled` with ``"segmentation"``.
 
     Returns:
-        float32 (C, H, W) probabilities (C = 3 for [background, inside, boundary]).
+        float32 (C, H, W): [background, inside, boundary] probabilities, then (C = 4) the
+        predicted distance map of a U-Net with the auxiliary distance head.
     """
-    return predict_tiled(model, image, output="softmax", **options)
+    return predict_tiled(model, image, output="segmentation", **options)
 
 
 def count_tiles(

@@ -31,9 +31,9 @@ from nucseg.data.augment import build_augmentation
 from nucseg.data.dataset import CropDataset, fingerprint_samples
 from nucseg.data.monuseg import Sample, load_split, split_by_organ
 from nucseg.data.source import resolve_data_root
-from nucseg.data.targets import three_class_target, unet_weight_map
+from nucseg.data.targets import distance_target, three_class_target, unet_weight_map
 from nucseg.engine import Engine, Method, TrainResult, train_method
-from nucseg.losses import LossConfig, SegmentationLoss
+from nucseg.losses import NUM_CLASSES, LossConfig, SegmentationLoss
 from nucseg.metrics import aji
 from nucseg.models import build_model
 from nucseg.postprocess import PostprocessParams, instances_from_three_class
@@ -70,7 +70,11 @@ def split_training_samples(
 
 
 class LossTargets(Dataset):
-    """``CropDataset`` items as ``(image, class target (H, W) [, U-Net weight map (H, W)])``."""
+    """``CropDataset`` items as ``(image, class target (H, W), extras)``.
+
+    ``extras`` holds what the loss config asks for: ``"weight_map"`` (the U-Net distance weight
+    map) and ``"distance"`` (the distance head's target), each (H, W) float32.
+    """
 
     def __init__(self, crops: CropDataset, loss: LossConfig, boundary_width: int) -> None:
         self.crops, self.loss, self.boundary_width = crops, loss, boundary_width
@@ -78,16 +82,26 @@ class LossTargets(Dataset):
     def __len__(self) -> int:
         return len(self.crops)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         image, mask = self.crops[index]
         image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)[0]
-        if not self.loss.use_distance_weights:  # crops already hold the 3-class target
-            return image, mask
-        # The weight map needs instances, so it is made here, after augmentation, per crop.
+        if not needs_instances(self.loss):  # crops already hold the 3-class target
+            return image, mask, {}
+        # These targets need instances, so they are made here, after augmentation, per crop.
         instances = mask.numpy()
         target = three_class_target(instances, boundary_width=self.boundary_width)
-        weights = unet_weight_map(instances, self.loss.w0, self.loss.sigma, class_weights=(1, 1))
-        return image, torch.from_numpy(target.astype(np.int64)), torch.from_numpy(weights)
+        extras = {}
+        if self.loss.use_distance_weights:
+            weights = unet_weight_map(instances, self.loss.w0, self.loss.sigma, (1, 1))
+            extras["weight_map"] = torch.from_numpy(weights)
+        if self.loss.distance_weight > 0:
+            extras["distance"] = torch.from_numpy(distance_target(instances))
+        return image, torch.from_numpy(target.astype(np.int64)), extras
+
+
+def needs_instances(loss: LossConfig) -> bool:
+    """Whether the loss needs per-crop targets made from instances (not just the 3 classes)."""
+    return loss.use_distance_weights or loss.distance_weight > 0
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -114,6 +128,8 @@ class UNetMethod(Method):
         self.postprocess = PostprocessParams(**(config.postprocess or {}))
         self.train_samples, self.val_samples = split_training_samples(config)
         self.model_kwargs: dict[str, Any] = {"width": config.width, "depth": config.depth}
+        if config.loss.out_channels != NUM_CLASSES:  # the distance head; old specs unchanged
+            self.model_kwargs["num_classes"] = config.loss.out_channels
         if config.norm != "group":  # GroupNorm specs unchanged: old checkpoints still resume
             self.model_kwargs["norm"] = config.norm
         net = build_model(config.model, **self.model_kwargs)
@@ -144,7 +160,7 @@ class UNetMethod(Method):
             crops_per_epoch=c.crops_per_epoch,
             transform=build_augmentation(c.flip, c.rot90, c.elastic, hed_jitter=c.hed_jitter),
             seed=c.seed,
-            target="instances" if c.loss.use_distance_weights else "three_class",
+            target="instances" if needs_instances(c.loss) else "three_class",
             boundary_width=c.boundary_width,
             context=8 if c.elastic else 0,  # real tissue, not zero fill, at deformed crop edges
         )
@@ -192,14 +208,18 @@ class UNetMethod(Method):
 
     def train_step(self, batch: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Predict, score against the 3-class target, back-propagate, update."""
-        images, target, *weights = batch
+        images, target, extras = batch
         images, target = self.to_device(images, image=True), self.to_device(target)
-        weight_map = self.to_device(weights[0]) if weights else None
+        extras = {name: self.to_device(value) for name, value in extras.items()}
         with self.autocast():
-            loss = self.criterion(self.net("net")(images), target, weight_map)
+            logits = self.net("net")(images)
+            loss = self.criterion(logits, target, extras.get("weight_map"), extras.get("distance"))
         self.backward(loss.total)
         self.step("net")
-        return {"loss": loss.total, "ce": loss.ce, "dice": loss.dice}
+        parts = {"loss": loss.total, "ce": loss.ce, "dice": loss.dice}
+        if self.config.loss.distance_weight > 0:
+            parts["distance"] = loss.distance
+        return parts
 
     def validate(self) -> dict[str, float]:
         """Mean AJI over the validation images, each predicted whole and post-processed."""

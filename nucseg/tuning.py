@@ -74,8 +74,11 @@ def _check_inputs(
         raise TuningError(f"{len(probs)} probability maps but {len(gts)} ground-truth maps")
     for index, (p, g) in enumerate(zip(probs, gts, strict=True)):
         p_shape, g_shape = np.shape(p), np.shape(g)
-        if len(p_shape) != 3 or p_shape[0] != 3:
-            raise TuningError(f"image {index}: probabilities must be (3, H, W), got {p_shape}")
+        if len(p_shape) != 3 or p_shape[0] not in (3, 4):
+            raise TuningError(
+                f"image {index}: probabilities must be (3, H, W) or, with a distance map, "
+                f"(4, H, W); got {p_shape}"
+            )
         if p_shape[1:] != g_shape:
             raise ShapeMismatchError(
                 f"image {index}: probabilities are {p_shape[1:]} but ground truth is {g_shape}"
@@ -142,7 +145,7 @@ def tune_postprocess(
 
     Args:
         probabilities: per image, (3, H, W) float [background, inside, boundary] probabilities
-            (e.g. from `nucseg.tiling.predict_probabilities`).
+            (e.g. from `nucseg.tiling.predict_probabilities`), or (4, H, W) with a distance map.
         ground_truth: per image, the (H, W) integer instance map, 0 = background.
         grid: parameter name (a `PostprocessParams` field) -> values to try; every
             combination is scored. Default `DEFAULT_GRID` (64 combinations).
@@ -165,7 +168,7 @@ def tune_postprocess(
         annotated foreground pixels, pooled over images) and ``eligible``.
 
     Raises:
-        TuningError: no image, mismatched list lengths, probabilities not (3, H, W), an
+        TuningError: no image, mismatched list lengths, probabilities not (3 or 4, H, W), an
             unknown grid parameter or an empty list of values, an unknown `select`, or no
             combination that reaches `min_area_ratio`.
         ShapeMismatchError: an image's probabilities and ground truth differ in size.

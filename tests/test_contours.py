@@ -95,3 +95,16 @@ def test_the_table_has_one_row_per_image_and_checks_shapes():
     assert row.raw_background_objects == 0 and row.post_background_area == 0.0
     with pytest.raises(ShapeMismatchError):
         map_quality_table([("a", gt, probabilities[:, :10], gt)])
+
+
+def test_a_distance_channel_is_not_taken_for_a_class():
+    from nucseg.contours import predicted_boundary
+
+    gt = np.zeros((30, 40), np.int32)
+    gt[5:25, 5:20], gt[5:25, 20:35] = 1, 2
+    probabilities = _probabilities(gt, find_boundaries(gt, mode="inner"))
+    with_distance = np.concatenate([probabilities, np.full((1, 30, 40), 2.0, np.float32)])
+    np.testing.assert_array_equal(raw_instances(with_distance), raw_instances(probabilities))
+    np.testing.assert_array_equal(
+        predicted_boundary(with_distance), predicted_boundary(probabilities)
+    )

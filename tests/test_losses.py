@@ -114,3 +114,35 @@ def test_shape_and_config_errors():
     with pytest.raises(ValueError, match="sigma"):
         LossConfig(sigma=0)
     assert LossConfig(class_weights=[1, 2, 3]).class_weights == (1.0, 2.0, 3.0)
+
+
+def test_distance_head_adds_its_mean_squared_error():
+    logits, target = _batch(5)
+    g = torch.Generator().manual_seed(6)
+    head = torch.randn(2, 1, 16, 16, generator=g, requires_grad=True)
+    distance = torch.rand(2, 16, 16, generator=g)
+    config = LossConfig(distance_weight=2.0)
+    assert config.out_channels == 4 and LossConfig().out_channels == 3
+    out = SegmentationLoss(config)(torch.cat([logits, head], dim=1), target, None, distance)
+    classes_only = SegmentationLoss(LossConfig())(logits, target)
+    expected = F.mse_loss(torch.sigmoid(head[:, 0]), distance)
+    assert torch.allclose(out.distance, expected)
+    assert torch.allclose(out.total, classes_only.total + 2.0 * expected, atol=1e-6)
+    out.total.backward()
+    assert head.grad is not None and head.grad.abs().sum() > 0
+
+
+def test_distance_head_needs_its_channel_and_its_target():
+    logits, target = _batch(7)
+    with_head = torch.cat([logits, torch.zeros(2, 1, 16, 16)], dim=1)
+    loss = SegmentationLoss(LossConfig(distance_weight=1.0))
+    with pytest.raises(ShapeMismatchError, match=r"\(N, 4, H, W\)"):
+        loss(logits, target, None, torch.zeros(2, 16, 16))
+    with pytest.raises(ShapeMismatchError, match="no distance target"):
+        loss(with_head, target)
+    with pytest.raises(ShapeMismatchError, match="distance target"):
+        loss(with_head, target, None, torch.zeros(2, 8, 8))
+    with pytest.raises(ShapeMismatchError, match=r"\(N, 3, H, W\)"):
+        SegmentationLoss()(with_head, target)
+    with pytest.raises(ValueError):
+        LossConfig(distance_weight=-1)

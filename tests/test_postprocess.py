@@ -207,3 +207,44 @@ def test_split_false_keeps_touching_nuclei_whole():
     split = instances_from_foreground(mask, PostprocessParams(min_distance=5))
     whole = instances_from_foreground(mask, PostprocessParams(min_distance=5, split=False))
     assert split.max() == 2 and whole.max() == 1
+
+
+def _with_distance(a, b):
+    """Class maps with no usable boundary (one blob) plus the two discs' own distance maps."""
+    from nucseg.data.targets import distance_target
+
+    labels = np.where(a, 1, 0) + np.where(b & ~a, 2, 0)
+    blob = a | b
+    classes = np.stack([~blob, blob, np.zeros_like(blob)]).astype(np.float32)
+    return np.concatenate([0.9 * classes + 0.1 / 3, distance_target(labels)[None]])
+
+
+def test_distance_markers_split_what_the_classes_cannot():
+    a, b = two_touching_discs(gap=20)
+    probs = _with_distance(a, b)
+    # Seeds from the classes: the blob's inside is one seed, so one nucleus.
+    assert instances_from_three_class(probs).max() == 1
+    labels = instances_from_three_class(probs, PostprocessParams(markers="distance"))
+    assert_clean(labels)
+    assert labels.max() == 2
+    assert_split(labels, a, b)
+    assert np.all((labels > 0) == (a | b))
+
+
+def test_a_distance_channel_is_ignored_with_class_markers():
+    a, b = two_touching_discs(gap=20)
+    probs = three_class_maps(a, b)
+    with_distance = np.concatenate([probs, np.zeros((1, *a.shape), np.float32)])
+    np.testing.assert_array_equal(
+        instances_from_three_class(with_distance), instances_from_three_class(probs)
+    )
+
+
+def test_distance_markers_need_a_distance_channel():
+    a, b = two_touching_discs()
+    with pytest.raises(NucsegError, match="distance channel"):
+        instances_from_three_class(three_class_maps(a, b), PostprocessParams(markers="distance"))
+    with pytest.raises(NucsegError, match="markers"):
+        PostprocessParams(markers="centroids")
+    with pytest.raises(NucsegError, match=r"\(4, H, W\)"):
+        instances_from_three_class(np.zeros((5, 8, 8), np.float32))

@@ -99,3 +99,25 @@ def test_retune_predicts_as_nucseg_predict_does(tmp_path, disks, monkeypatch):
                         lambda model, image, **kw: seen.append(kw) or by_id[id(image)])  # fmt: skip
     retune(_unet_checkpoint(tmp_path / "w.pt"), disks, tta="flips", grid=GRID, progress=False)
     assert [(kw["tile"], kw["tta"]) for kw in seen] == [(UNET_TILE, "flips")] * len(disks)
+
+
+def test_weights_with_a_distance_head_are_tuned_on_both_seed_sources(tmp_path, monkeypatch):
+    from test_postprocess import _with_distance, two_touching_discs
+
+    pairs = [two_touching_discs(gap=20), two_touching_discs(gap=22)]
+    samples = [SimpleNamespace(image=np.full((80, 100, 3), 200, np.uint8),
+                               instances=np.where(a, 1, 0) + np.where(b & ~a, 2, 0),
+                               probs=_with_distance(a, b)) for a, b in pairs]  # fmt: skip
+    by_id = {id(s.image): s.probs for s in samples}
+    monkeypatch.setattr("nucseg.tiling.predict_probabilities",
+                        lambda model, image, **_: by_id[id(image)])  # fmt: skip
+    result = retune(_unet_checkpoint(tmp_path / "w.pt"), samples, tta=False, progress=False)
+    assert set(result.table.markers) == {"classes", "distance"}
+    assert result.chosen.markers == "distance"  # the classes see one blob per image
+    best = result.table.groupby("markers").aji.max()
+    assert best["distance"] > 0.9 > best["classes"]
+    assert "seeds from the distance map" in describe(result, "touching discs")
+    # An explicit grid is searched as given, on the stored seed source only.
+    only = retune(_unet_checkpoint(tmp_path / "v.pt"), samples, tta=False, grid=GRID,
+                  progress=False)  # fmt: skip
+    assert "markers" not in only.table and only.chosen.markers == "classes"

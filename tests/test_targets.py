@@ -8,7 +8,12 @@ from scipy import ndimage as ndi
 from skimage.draw import disk
 from skimage.segmentation import find_boundaries
 
-from nucseg.data.targets import class_balance, three_class_target, unet_weight_map
+from nucseg.data.targets import (
+    class_balance,
+    distance_target,
+    three_class_target,
+    unet_weight_map,
+)
 
 
 def two_touching_squares():
@@ -155,3 +160,29 @@ def test_class_balance_sums_to_one_and_accepts_samples():
     target = three_class_target(labels)
     assert fractions["boundary"] == pytest.approx((target == 2).mean())
     assert class_balance([]) == {"bg": 0.0, "inside": 0.0, "boundary": 0.0}
+
+
+def test_distance_target_peaks_at_each_centre_and_dips_where_nuclei_touch():
+    labels = two_touching_squares()
+    target = distance_target(labels)
+    assert target.dtype == np.float32 and target.shape == labels.shape
+    assert (target[labels == 0] == 0).all() and (target[labels > 0] > 0).all()
+    for label in (1, 2):  # normalised per nucleus
+        assert target[labels == label].max() == pytest.approx(1.0)
+    # Each square's own distance: the contact columns are outline pixels, the centres peaks.
+    assert target[15, 19] == target[15, 20] == pytest.approx(0.2)
+    assert target[15, 14] == pytest.approx(1.0) and target[15, 25] == pytest.approx(1.0)
+
+
+def test_distance_target_does_not_treat_the_image_border_as_an_outline():
+    labels = np.zeros((20, 20), np.int32)
+    labels[:10, 5:15] = 1  # cut by the top border
+    target = distance_target(labels)
+    assert target[0].max() == pytest.approx(1.0)  # deepest where the crop cut it
+    assert target[9, 10] < target[0, 10]
+
+
+@pytest.mark.parametrize("bad", [np.zeros((2, 3, 4)), -np.ones((4, 4), int), np.ones((4, 4))])
+def test_distance_target_rejects_bad_maps(bad):
+    with pytest.raises(ValueError):
+        distance_target(bad)

@@ -212,3 +212,16 @@ def test_default_overlap_follows_the_receptive_field():
     assert default_overlap(unet, 1024) == -(-unet.receptive_field // 2)
     assert default_overlap(unet, 64) == 31  # capped below half a tile
     assert default_overlap(nn.Identity(), 512) == 64  # no declared field: the fixed default
+
+
+def test_a_distance_channel_gets_a_sigmoid_and_the_classes_a_softmax():
+    torch.manual_seed(3)
+    model = nn.Conv2d(3, 4, kernel_size=1)
+    image = _image(40, 56)
+    probs = predict_probabilities(model, image, tile=32, overlap=8)
+    assert probs.shape == (4, 40, 56)
+    with torch.no_grad():
+        logits = model(image_to_tensor(image)[None])[0]
+    expected = torch.cat([torch.softmax(logits[:3], 0), torch.sigmoid(logits[3:])]).numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    np.testing.assert_allclose(probs[:3].sum(axis=0), 1.0, atol=1e-5)

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from nucseg import checkpoint as ckpt
+from nucseg.data.dataset import CropDataset
 from nucseg.data.demo import write_demo_dataset
+from nucseg.data.monuseg import load_split
 from nucseg.losses import LossConfig
-from nucseg.train import TrainConfig, TrainConfigError, main, train
+from nucseg.train import LossTargets, TrainConfig, TrainConfigError, main, train
 
 TINY = {
     "width": 4,
@@ -59,6 +61,33 @@ def test_two_epochs_write_history_and_checkpoints(demo, tmp_path):
     assert state["method"] == "unet" and ckpt.network_names(state) == ["net"]
     assert state["postprocess"] is not None and state["meta"]["config"]["width"] == 4
     assert model(torch.rand(1, 3, 40, 40)).shape == (1, 3, 40, 40)
+
+
+def test_the_distance_head_trains_and_predicts_a_fourth_channel(demo, tmp_path):
+    from nucseg.infer import UNetPredictor
+
+    result = train(_config(demo, tmp_path, epochs=1, loss=LossConfig(distance_weight=2.0)))
+    rows = _history(result.history_path)
+    assert float(rows[0]["distance"]) > 0  # logged with the other loss parts
+    state = ckpt.load_checkpoint(result.best_path)
+    assert state["networks"]["net"]["spec"]["kwargs"]["num_classes"] == 4
+    predict = UNetPredictor(result.best_path, device="cpu", tile=64, overlap=16)
+    sample = load_split(demo, "test")[0]
+    probs = predict.probabilities(sample.image)
+    assert probs.shape == (4, *sample.instances.shape)
+    assert 0 <= probs[3].min() and probs[3].max() <= 1
+    assert predict(sample.image).shape == sample.instances.shape
+
+
+def test_crops_carry_the_targets_the_loss_asks_for(demo):
+    loss = LossConfig(distance_weight=1.0, use_distance_weights=True)
+    crops = CropDataset(load_split(demo, "train"), crop_size=64, target="instances")
+    image, target, extras = LossTargets(crops, loss, boundary_width=2)[0]
+    assert set(extras) == {"weight_map", "distance"}
+    assert extras["distance"].shape == target.shape == extras["weight_map"].shape
+    assert ((extras["distance"] > 0) == (target > 0)).all()
+    plain = CropDataset(load_split(demo, "train"), crop_size=64, target="three_class")
+    assert LossTargets(plain, LossConfig(), boundary_width=2)[0][2] == {}
 
 
 def test_resume_reproduces_an_uninterrupted_run(demo, tmp_path):
