@@ -192,8 +192,7 @@ class SegmentationLoss(nn.Module):
             weights = weights * weight_map.float()
         ce = (weights * pixel_ce).sum() / weights.sum().clamp_min(1e-12)
         total = ce
-        zero = torch.zeros((), device=logits.device)
-        dice = distance_mse = zero
+        dice = distance_mse = torch.zeros((), device=logits.device)
         if self.config.dice_weight > 0:
             dice = soft_dice_loss(class_logits.softmax(dim=1), target)
             total = total + self.config.dice_weight * dice

@@ -6,9 +6,9 @@ annotations then shrink or grow every nucleus on another. This re-tunes the wate
 validation split): the network runs once per image, then `nucseg.tuning.tune_postprocess`
 scores a grid of settings. By default the choice is made where AJI is flat (`select="plateau"`)
 and among settings that do not shrink nuclei against the annotation (`min_area_ratio`). Weights
-with the auxiliary distance head are tuned twice, seeding the watershed from the classes and from
-the distance map (`DISTANCE_GRID`), and the better of the two is chosen. The result can be
-written into a copy of the weights, which `nucseg predict --weights` then uses.
+with the auxiliary distance head are tuned twice, seeding the watershed from the classes and
+from the distance map (`nucseg.tuning.DISTANCE_GRID`), and the better of the two is chosen. The
+result can be written into a copy of the weights, which `nucseg predict --weights` then uses.
 """
 
 from __future__ import annotations
@@ -25,12 +25,9 @@ from tqdm.auto import tqdm
 from nucseg.data.monuseg import Sample
 from nucseg.errors import NucsegError
 from nucseg.postprocess import PostprocessParams
-from nucseg.tuning import DEFAULT_GRID, tune_postprocess
+from nucseg.tuning import DEFAULT_GRID, DISTANCE_GRID, tune_postprocess
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.3, 0.91, 0.05))
-#: Grid for seeds from the predicted distance map (``markers="distance"``): the distance falls
-#: from 1 at a nucleus's centre to 0 at its outline, so the seeds are its central part.
-DISTANCE_GRID: dict[str, tuple] = {**DEFAULT_GRID, "marker_threshold": (0.3, 0.4, 0.5, 0.6)}
 
 
 @dataclass(frozen=True)
@@ -123,7 +120,6 @@ def _tune_seed_sources(
     column and is sorted as `tune_postprocess` sorts.
     """
     if grid is not None or probs[0].shape[0] < 4:
-        grid = grid or DEFAULT_GRID
         return tune_postprocess(probs, truth, grid=grid, base=stored, progress=progress,
                                 select=select, min_area_ratio=min_area_ratio)  # fmt: skip
     searches = []

@@ -40,6 +40,9 @@ DEFAULT_GRID: dict[str, tuple] = {
     "min_marker_size": (3, 10),
     "min_size": (10, 30),
 }
+#: Grid for seeds from a predicted distance map (``markers="distance"``): the distance falls
+#: from 1 at a nucleus's centre to 0 at its outline, so the seeds are its central part.
+DISTANCE_GRID: dict[str, tuple] = {**DEFAULT_GRID, "marker_threshold": (0.3, 0.4, 0.5, 0.6)}
 
 
 class TuningError(NucsegError, ValueError):

@@ -209,11 +209,16 @@ def test_split_false_keeps_touching_nuclei_whole():
     assert split.max() == 2 and whole.max() == 1
 
 
+def disc_labels(a, b):
+    """The two discs as an instance map (the first keeps their overlap)."""
+    return np.where(a, 1, 0) + np.where(b & ~a, 2, 0)
+
+
 def _with_distance(a, b):
     """Class maps with no usable boundary (one blob) plus the two discs' own distance maps."""
     from nucseg.data.targets import distance_target
 
-    labels = np.where(a, 1, 0) + np.where(b & ~a, 2, 0)
+    labels = disc_labels(a, b)
     blob = a | b
     classes = np.stack([~blob, blob, np.zeros_like(blob)]).astype(np.float32)
     return np.concatenate([0.9 * classes + 0.1 / 3, distance_target(labels)[None]])

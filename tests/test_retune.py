@@ -102,11 +102,11 @@ def test_retune_predicts_as_nucseg_predict_does(tmp_path, disks, monkeypatch):
 
 
 def test_weights_with_a_distance_head_are_tuned_on_both_seed_sources(tmp_path, monkeypatch):
-    from test_postprocess import _with_distance, two_touching_discs
+    from test_postprocess import _with_distance, disc_labels, two_touching_discs
 
     pairs = [two_touching_discs(gap=20), two_touching_discs(gap=22)]
     samples = [SimpleNamespace(image=np.full((80, 100, 3), 200, np.uint8),
-                               instances=np.where(a, 1, 0) + np.where(b & ~a, 2, 0),
+                               instances=disc_labels(a, b),
                                probs=_with_distance(a, b)) for a, b in pairs]  # fmt: skip
     by_id = {id(s.image): s.probs for s in samples}
     monkeypatch.setattr("nucseg.tiling.predict_probabilities",
