@@ -71,6 +71,14 @@ def test_bench_method_has_the_norm_and_the_same_conv_weights(tmp_path):
     assert torch.equal(group.networks["net"].stem[0].weight, net.stem[0].weight)
 
 
+def test_default_batch_is_the_targets_not_the_profiles(tmp_path):
+    args = bench.build_parser().parse_args(["train", "--width", "4"])  # monuseg-cpu: 4
+    config = _bench_train._config(args, str(tmp_path))
+    assert config.batch_size == _bench_train.TARGET_SETTINGS["batch"]
+    args = bench.build_parser().parse_args(["train", "--profile", "demo", "--batch", "4"])
+    assert _bench_train._config(args, str(tmp_path)).batch_size == 4
+
+
 def test_target_applies_only_at_the_target_settings():
     args = bench.build_parser().parse_args(["train", "--threads", "2"])
     config = type("C", (), {"width": 16, "batch_size": 8, "crop_size": 256})
