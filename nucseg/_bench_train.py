@@ -306,8 +306,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
     p.add_argument("--width", type=positive_int, help="U-Net width (default: the profile's)")
     p.add_argument("--depth", type=positive_int, help="U-Net depth (default: the profile's)")
-    p.add_argument("--batch", type=positive_int, help="crops per step (default 8, the target's; the profile's batch_size "
-                   "times its training)")  # fmt: skip
+    batch_help = "crops per step (default 8, the target's; the profile's batch_size: its training)"
+    p.add_argument("--batch", type=positive_int, help=batch_help)
     p.add_argument("--crop", type=positive_int, help="crop side (default: the profile's)")
     p.add_argument("--threads", type=positive_int, default=2, help="torch threads")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
