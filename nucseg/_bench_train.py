@@ -70,8 +70,6 @@ def _config(args: argparse.Namespace, out_dir: str) -> Any:
     sizes = {"width": args.width, "depth": args.depth, "batch_size": args.batch,
              "crop_size": args.crop}  # fmt: skip
     sizes = {k: getattr(base, k) if v is None else v for k, v in sizes.items()}
-    if args.batch is None:  # the target's batch, so that the default run answers the target
-        sizes["batch_size"] = TARGET_SETTINGS["batch"]
     if args.steps_per_epoch is None:  # the profile's epoch, in batches of this size
         crops = base.crops_per_epoch or 24 * base.batch_size
         args.steps_per_epoch = max(crops // sizes["batch_size"], 1)
@@ -306,8 +304,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
     p.add_argument("--width", type=positive_int, help="U-Net width (default: the profile's)")
     p.add_argument("--depth", type=positive_int, help="U-Net depth (default: the profile's)")
-    batch_help = "crops per step (default 8, the target's; the profile's batch_size: its training)"
-    p.add_argument("--batch", type=positive_int, help=batch_help)
+    # The target's batch by default, so that the default run answers the target.
+    p.add_argument("--batch", type=positive_int, default=TARGET_SETTINGS["batch"],
+                   help="crops per step (default 8, the target's)")  # fmt: skip
     p.add_argument("--crop", type=positive_int, help="crop side (default: the profile's)")
     p.add_argument("--threads", type=positive_int, default=2, help="torch threads")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
