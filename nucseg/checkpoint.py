@@ -4,6 +4,7 @@ A checkpoint (``FORMAT`` 2) is a plain dict holding every named network of a tra
 
     {"format": 2, "method": "unet" | "pix2pix" | ...,
      "networks": {name: {"spec": {"name", "kwargs"}, "state_dict"}},
+     "inference_network": name | None (the one inference loads, e.g. averaged weights),
      "optimizers": {name: state}, "schedulers": {name: state}, "scaler": state,
      "epoch", "step", "rng": {"python", "numpy", "torch", "cuda"},
      "best": {"monitor", "value", "epoch"}, "history": [row, ...], "extra": {...},
@@ -147,12 +148,28 @@ def network_names(checkpoint: Mapping[str, Any]) -> list[str]:
     return list(checkpoint["networks"])
 
 
+def inference_network(checkpoint: Mapping[str, Any]) -> str | None:
+    """The network inference uses: the declared one, else the only one, else ``"net"``.
+
+    ``"net"`` is what every segmentation method calls its network (a pix2pix checkpoint also
+    holds its critic). None when the checkpoint does not say and neither rule applies.
+    """
+    names = network_names(checkpoint)
+    declared = checkpoint.get("inference_network")
+    if declared in names:
+        return declared
+    if len(names) == 1:
+        return names[0]
+    return "net" if "net" in names else None
+
+
 def _pick(checkpoint: Mapping[str, Any], network: str | None, path: str | Path) -> str:
     names = network_names(checkpoint)
     if network is None:
-        if len(names) != 1:
+        chosen = inference_network(checkpoint)
+        if chosen is None:
             raise CheckpointError(f"{path}: holds networks {names}; name the one you want")
-        return names[0]
+        return chosen
     if network not in names:
         raise CheckpointError(f"{path}: no network {network!r}; it holds {names}")
     return network
@@ -182,7 +199,7 @@ def load_model(
     Args:
         path: File written by :func:`save_checkpoint` or :func:`export_weights`.
         device: Device for the network.
-        network: Which network (e.g. ``"generator"``); None = the only one it holds.
+        network: Which network (e.g. ``"generator"``); None = :func:`inference_network`.
 
     Returns:
         ``(model in eval mode on device, checkpoint dict)``; see :func:`postprocess_from`.
@@ -256,7 +273,7 @@ def export_weights(
     Args:
         checkpoint_path: Training checkpoint.
         out_path: Destination file (written atomically).
-        network: Which network to export; None = the only one.
+        network: Which network to export; None = :func:`inference_network`.
         half: Store floating-point tensors as float16 (halves the size).
         max_mb: Refuse (and remove) an export larger than this many MB; None disables.
         postprocess: ``PostprocessParams`` fields tuned after training (on validation images),

@@ -165,6 +165,7 @@ class Engine:
             "format": ckpt.FORMAT,
             "method": m.name,
             "networks": {name: ckpt.network_entry(net) for name, net in m.networks.items()},
+            "inference_network": m.inference_network,
             "optimizers": {name: opt.state_dict() for name, opt in m.optimizers.items()},
             "schedulers": {name: sch.state_dict() for name, sch in m.schedulers.items()},
             "scaler": self.scaler.state_dict(),

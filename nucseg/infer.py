@@ -125,7 +125,7 @@ class UNetPredictor:
         self.weights, self.tta, self.tile, self.overlap = path, tta, tile, overlap
         self.batch_size = batch_size
         self.device: torch.device = resolve_device(device)
-        self.model, self.checkpoint = load_model(path, network="net", device=self.device)
+        self.model, self.checkpoint = load_model(path, device=self.device)
         try:
             stored = postprocess_from(self.checkpoint) or PostprocessParams()
         except TypeError as err:

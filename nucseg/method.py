@@ -55,6 +55,8 @@ class Method:
         monitor: History column that selects ``best.pt`` (None: best is the last epoch).
         monitor_mode: ``"max"`` or ``"min"``.
         scheduler_interval: Schedulers step after every ``"step"`` or every ``"epoch"``.
+        inference_network: The network that inference loads from this method's checkpoints
+            (stored in them; ``nucseg.checkpoint.load_model``); None = the only one, or ``"net"``.
         networks: Named networks, built with ``nucseg.models.build_model``.
         optimizers: Named optimisers.
         schedulers: Named learning-rate schedulers.
@@ -65,6 +67,7 @@ class Method:
     monitor: str | None = "val_aji"
     monitor_mode = "max"
     scheduler_interval = "step"
+    inference_network: str | None = None
 
     def __init__(self) -> None:
         self.networks: dict[str, nn.Module] = {}

@@ -50,8 +50,9 @@ NUM_CLASSES = 3
 class Pix2PixConfig(TrainConfig):
     """A pix2pix run: the U-Net generator's settings of ``TrainConfig`` and the GAN's own.
 
-    The U-Net's loss settings (``loss``), ``scheduler`` and ``weight_decay`` do not apply and
-    must keep their defaults; every other ``TrainConfig`` field means what it means there.
+    The U-Net's loss settings (``loss``), ``scheduler``, ``weight_decay`` and ``ema_decay`` do
+    not apply and must keep their defaults; every other ``TrainConfig`` field means what it
+    means there.
 
     Attributes:
         lr, beta1: Adam settings of both networks (pix2pix: 2e-4, 0.5).
@@ -84,9 +85,9 @@ class Pix2PixConfig(TrainConfig):
         unused = TrainConfig()
         checks = [
             (self.loss == LossConfig() and self.scheduler == unused.scheduler
-             and self.weight_decay == unused.weight_decay,
-             "loss, scheduler and weight_decay belong to the U-Net's training and are not used "
-             "by pix2pix; leave them at their defaults"),
+             and self.weight_decay == unused.weight_decay and self.ema_decay == unused.ema_decay,
+             "loss, scheduler, weight_decay and ema_decay belong to the U-Net's training and are "
+             "not used by pix2pix; leave them at their defaults"),
             (0 <= self.beta1 < 1, f"beta1 must be in [0, 1), got {self.beta1}"),
             (self.lambda_l1 >= 0 and self.lambda_gan >= 0 and self.lambda_l1 + self.lambda_gan > 0,
              f"lambda_l1 and lambda_gan must be >= 0 and not both 0, got {self.lambda_l1}, "

@@ -4,7 +4,12 @@
 ``validate_every`` epochs by predicting whole held-out training images (split by organ),
 post-processing them into nuclei and scoring the mean AJI, and keeps ``best.pt`` (best
 validation AJI) and ``last.pt`` (every epoch) in ``out_dir``, both written atomically, plus
-``history.csv``. ``train(config, resume=True)`` continues from ``last.pt``; on the CPU with
+``history.csv``. With ``ema_decay`` > 0 a second network, ``"ema"``, holds an exponential
+moving average of the trained weights, updated after every step with the decay
+``min(ema_decay, (1 + step) / (10 + step))`` (so the first steps are not dominated by the random
+initialisation); it is what validation scores, ``best.pt`` keeps and inference loads, and the
+trained weights are scored beside it (``val_aji_raw``). ``train(config, resume=True)`` continues
+from ``last.pt``; on the CPU with
 ``num_workers`` fixed the resumed run reproduces the uninterrupted one exactly, because crops
 depend only on ``(seed, epoch, index)`` and the model, optimiser, scheduler and RNG states are
 restored. A run cut short by ``max_minutes`` resumes at its next batch, so training in chunks
@@ -16,6 +21,7 @@ Command line: ``python -m nucseg.train --profile demo`` (see :func:`main`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import random
@@ -113,14 +119,16 @@ def _seed_worker(worker_id: int) -> None:
 class UNetMethod(Method):
     """The boundary-aware U-Net: 3-class logits, boundary-weighted CE + Dice, validated by AJI.
 
-    One network (``"net"``), one AdamW optimiser and a cosine or one-cycle schedule stepped per
-    batch. Validation predicts the held-out training images whole, post-processes them into
-    nuclei and scores the mean AJI (``val_aji``, the monitored value).
+    One trained network (``"net"``), one AdamW optimiser and a cosine or one-cycle schedule
+    stepped per batch, plus its weight average ``"ema"`` when ``ema_decay`` > 0. Validation
+    predicts the held-out training images whole, post-processes them into nuclei and scores the
+    mean AJI (``val_aji``, the monitored value) of the network inference uses.
     """
 
     name = "unet"
     monitor = "val_aji"
     scheduler_interval = "step"
+    inference_network = "net"
 
     def __init__(self, config: TrainConfig, rank: int = 0, world: int = 1) -> None:
         super().__init__()
@@ -134,6 +142,9 @@ class UNetMethod(Method):
             self.model_kwargs["norm"] = config.norm
         net = build_model(config.model, **self.model_kwargs)
         self.networks = {"net": net}
+        if config.ema_decay > 0:
+            self.networks["ema"] = copy.deepcopy(net).requires_grad_(False)
+            self.inference_network = "ema"
         self.criterion = SegmentationLoss(config.loss)
         self.optimizers = {
             "net": torch.optim.AdamW(
@@ -216,16 +227,27 @@ class UNetMethod(Method):
             loss = self.criterion(logits, target, extras.get("weight_map"), extras.get("distance"))
         self.backward(loss.total)
         self.step("net")
+        if "ema" in self.networks:
+            self._update_average()
         parts = {"loss": loss.total, "ce": loss.ce, "dice": loss.dice}
         if self.config.loss.distance_weight > 0:
             parts["distance"] = loss.distance
         return parts
 
-    def validate(self) -> dict[str, float]:
-        """Mean AJI over the validation images, each predicted whole and post-processed."""
-        if not self.val_samples:
-            return {}
-        engine, net, scores = self._engine(), self.networks["net"], []
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        """Move the weight average towards the weights just updated (module docstring)."""
+        done = self._engine().step  # steps completed before this one
+        decay = min(self.config.ema_decay, (1 + done) / (10 + done))
+        average, trained = self.networks["ema"], self.networks["net"]
+        for kept, current in zip(average.parameters(), trained.parameters(), strict=True):
+            kept.lerp_(current, 1 - decay)
+        for kept, current in zip(average.buffers(), trained.buffers(), strict=True):
+            kept.copy_(current)
+
+    def _validation_aji(self, name: str) -> float:
+        """Mean AJI of one network over the validation images, each predicted whole."""
+        engine, net, scores = self._engine(), self.networks[name], []
         for sample in self.val_samples:
             probs = predict_probabilities(
                 net, sample.image, tile=self.config.val_tile, device=engine.device,
@@ -236,7 +258,20 @@ class UNetMethod(Method):
             )
         # Prediction may move the weights to another memory format; training must not notice.
         net.to(memory_format=engine.memory_format)
-        return {"val_aji": float(np.mean(scores))}
+        return float(np.mean(scores))
+
+    def validate(self) -> dict[str, float]:
+        """Mean AJI over the validation images, each predicted whole and post-processed.
+
+        ``val_aji`` scores the network inference uses; with a weight average, ``val_aji_raw``
+        scores the trained weights too.
+        """
+        if not self.val_samples:
+            return {}
+        scores = {"val_aji": self._validation_aji(self.inference_network)}
+        if self.inference_network != "net":
+            scores["val_aji_raw"] = self._validation_aji("net")
+        return scores
 
     def plan(self) -> dict[str, Any]:
         """Resuming needs the same schedule, settings and data (compared by content)."""

@@ -119,6 +119,10 @@ class TrainConfig(RunSettings):
         crops_per_epoch: Crops per epoch over all processes; None = about one coverage of
             the training images.
         lr, weight_decay, scheduler: AdamW settings; ``"cosine"`` or ``"onecycle"`` per step.
+        ema_decay: Keep an exponential moving average of the weights with this decay per step
+            (e.g. 0.999; the first steps average faster, see ``nucseg.train``); validation,
+            ``best.pt`` and inference then use the average, and the trained weights are scored
+            beside it as ``val_aji_raw``. 0 (default) keeps no average.
         max_minutes: Time budget (> 0) of one call; training stops at the first step after
             it and saves ``last.pt``; resuming continues from the next batch. None = no limit.
         val_fraction, validate_every, seed: Validation split, its period (epochs), the seed.
@@ -150,6 +154,7 @@ class TrainConfig(RunSettings):
     lr: float = 1e-3
     weight_decay: float = 1e-4
     scheduler: str = "cosine"
+    ema_decay: float = 0.0
     max_minutes: float | None = None
     val_fraction: float = 0.2
     validate_every: int = 1
@@ -189,6 +194,7 @@ class TrainConfig(RunSettings):
              f"{self.val_fraction}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
             (self.max_minutes is None or self.max_minutes > 0,
              f"max_minutes must be > 0 (or None: no limit), got {self.max_minutes}"),
         ]  # fmt: skip

@@ -177,6 +177,20 @@ def test_several_networks_load_and_export_by_name(tmp_path):
         assert torch.equal(generator(y), nets["G"].eval()(y))
 
 
+def test_inference_takes_the_declared_network_else_the_only_one_else_net(tmp_path):
+    nets = _two_networks()
+    declared = ckpt.weights_checkpoint(nets, method="gan")
+    declared["inference_network"] = "D"
+    path = ckpt.save_checkpoint(declared, tmp_path / "declared.pt")
+    assert ckpt.inference_network(ckpt.load_checkpoint(path)) == "D"
+    exported = ckpt.load_checkpoint(ckpt.export_weights(path, tmp_path / "e.pt"))
+    assert ckpt.network_names(exported) == ["D"]
+    with_net = ckpt.weights_checkpoint({"net": nets["G"], "D": nets["D"]})  # pix2pix's layout
+    assert ckpt.inference_network(with_net) == "net"
+    assert ckpt.inference_network(ckpt.weights_checkpoint({"G": nets["G"]})) == "G"
+    assert ckpt.inference_network(ckpt.weights_checkpoint(nets)) is None
+
+
 def _format_1(model):
     """A checkpoint as format 1 wrote it: one network under "model" / "state_dict"."""
     return {

@@ -81,6 +81,8 @@ def test_chunked_training_reaches_the_same_weights(demo, tmp_path):
 def test_settings_it_does_not_use_are_refused(demo, tmp_path):
     with pytest.raises(TrainConfigError, match="not used by pix2pix"):
         _config(demo, tmp_path, loss={"boundary_weight": 2.0})
+    with pytest.raises(TrainConfigError, match="not used by pix2pix"):
+        _config(demo, tmp_path, ema_decay=0.99)
     with pytest.raises(TrainConfigError, match="not both 0"):
         _config(demo, tmp_path, lambda_gan=0.0, lambda_l1=0.0)
     with pytest.raises(TrainConfigError, match="gan_mode"):

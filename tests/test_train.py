@@ -105,6 +105,60 @@ def test_resume_reproduces_an_uninterrupted_run(demo, tmp_path):
     assert [r["loss"] for r in a["history"]] == pytest.approx([r["loss"] for r in b["history"]])
 
 
+def test_the_weight_average_is_validated_kept_and_loaded_for_inference(demo, tmp_path):
+    result = train(_config(demo, tmp_path, ema_decay=0.9))
+    rows = _history(result.history_path)
+    assert {"val_aji", "val_aji_raw"} <= set(rows[0])  # the average, and the trained weights
+    assert result.best_val_aji == max(float(r["val_aji"]) for r in rows)
+    state = ckpt.load_checkpoint(result.best_path)
+    assert ckpt.network_names(state) == ["net", "ema"] and state["inference_network"] == "ema"
+    averaged, trained = (state["networks"][n]["state_dict"] for n in ("ema", "net"))
+    assert any(not torch.equal(averaged[k], trained[k]) for k in averaged)
+    model, _ = ckpt.load_model(result.best_path)  # inference takes the average
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, averaged[key]), key
+    exported = ckpt.load_checkpoint(ckpt.export_weights(result.best_path, tmp_path / "w.pt"))
+    assert ckpt.network_names(exported) == ["ema"]
+
+
+def test_the_weight_average_follows_its_decay(demo, tmp_path):
+    from nucseg.engine import Engine
+    from nucseg.train import UNetMethod
+
+    config = _config(demo, tmp_path, ema_decay=0.9)
+    method = UNetMethod(config)
+    engine = Engine(method, config.engine_settings())
+    average, trained = method.networks["ema"], method.networks["net"]
+    assert not any(p.requires_grad for p in average.parameters())
+    for step, expected_decay in ((0, 0.1), (100, 0.9)):  # (1 + 0) / 10, then ema_decay
+        with torch.no_grad():
+            for a, t in zip(average.parameters(), trained.parameters(), strict=True):
+                a.fill_(0.0), t.fill_(1.0)
+        engine.step = step
+        method._update_average()
+        for a in average.parameters():
+            assert torch.allclose(a, torch.full_like(a, 1 - expected_decay))
+
+
+def test_resume_with_a_weight_average_reproduces_an_uninterrupted_run(demo, tmp_path):
+    straight = train(_config(demo, tmp_path / "straight", ema_decay=0.5))
+    chunked = _config(demo, tmp_path / "chunked", ema_decay=0.5)
+    train(chunked, until_epoch=1)
+    resumed = train(chunked, resume=True)
+    a, b = (ckpt.load_checkpoint(r.last_path)["networks"] for r in (straight, resumed))
+    for name in ("net", "ema"):
+        for key, value in a[name]["state_dict"].items():
+            assert torch.allclose(value, b[name]["state_dict"][key], atol=1e-6), (name, key)
+    with pytest.raises(TrainConfigError, match="ema_decay"):
+        train(_config(demo, tmp_path / "chunked", ema_decay=0.6), resume=True)
+
+
+@pytest.mark.parametrize("decay", [-0.1, 1.0])
+def test_a_weight_average_decay_outside_0_1_is_refused(demo, tmp_path, decay):
+    with pytest.raises(TrainConfigError, match=r"ema_decay must be in \[0, 1\)"):
+        _config(demo, tmp_path, ema_decay=decay)
+
+
 def test_resume_with_other_settings_is_refused(demo, tmp_path):
     train(_config(demo, tmp_path, epochs=1))
     with pytest.raises(TrainConfigError, match="epochs: 1 in the checkpoint, 3 now"):
