@@ -93,3 +93,58 @@ def test_command_line_runs_and_refuses_an_existing_run(demo, tmp_path, capsys):
     assert "1 of 1 epochs" in capsys.readouterr().out
     assert main(args) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def _nuclei_on_background(nucleus_rgb, background_rgb, side=16):
+    """An H&E-like crop (uint8) with one square nucleus, and its mask as the CycleGAN sees it."""
+    labels = np.zeros((side, side), np.int32)
+    labels[4:12, 4:12] = 1
+    image = np.where(labels[..., None] > 0, nucleus_rgb, background_rgb).astype(np.uint8)
+    mask = torch.from_numpy(mask_image(labels)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    return image, labels, mask
+
+
+def test_hematoxylin_contrast_is_the_stain_statistics_contrast_in_torch():
+    from nucseg.stain import RUIFROK_HED, stain_concentrations
+    from nucseg.synth.cyclegan import hematoxylin_contrast
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (24, 24, 3)).astype(np.uint8)
+    labels = np.zeros((24, 24), np.int32)
+    labels[5:15, 3:12] = 1
+    h = stain_concentrations(image, RUIFROK_HED)[..., 0]
+    expected = h[labels > 0].mean() - h[labels == 0].mean()
+    he = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+    mask = torch.from_numpy(mask_image(labels)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    assert hematoxylin_contrast(he, mask).item() == pytest.approx(expected, abs=1e-4)
+
+
+def test_the_stain_hinge_tells_dark_nuclei_from_pale_ones_and_pushes_towards_dark():
+    from nucseg.synth.cyclegan import hematoxylin_contrast
+
+    dark, pale = (70, 40, 120), (235, 190, 215)  # hematoxylin purple, eosin pink
+    for nucleus, background, sign in ((dark, pale, 1), (pale, dark, -1)):
+        image, _, mask = _nuclei_on_background(nucleus, background)
+        he = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+        assert np.sign(hematoxylin_contrast(he, mask).item()) == sign
+    empty = -torch.ones_like(mask)
+    empty[:, 0] = 1  # all background: no nucleus to compare
+    assert torch.isnan(hematoxylin_contrast(he, empty)).all()
+    inverted = he.clone().requires_grad_(True)  # pale nuclei: the hinge is active
+    before = hematoxylin_contrast(inverted, mask)
+    torch.relu(0.1 - before).sum().backward()
+    with torch.no_grad():
+        after = hematoxylin_contrast(inverted - 0.5 * inverted.grad, mask)
+    assert after.item() > before.item()
+
+
+def test_a_stain_weight_adds_the_hinge_to_the_logged_losses(demo, tmp_path):
+    import csv
+
+    plain = train_cyclegan(_config(demo, tmp_path / "plain", epochs=1))
+    hinged = train_cyclegan(_config(demo, tmp_path / "hinged", epochs=1, lambda_stain=10.0,
+                                    stain_margin=5.0))  # fmt: skip
+    rows = [next(csv.DictReader(r.history_path.read_text().splitlines())) for r in (plain, hinged)]
+    assert "stain" not in rows[0] and float(rows[1]["stain"]) > 0  # 5 OD: never reached
+    with pytest.raises(TrainConfigError, match="stain_margin"):
+        _config(demo, tmp_path, stain_margin=-1.0)
