@@ -139,14 +139,26 @@ def stain_concentrations(
         ImageReadError: the input is not uint8 RGB.
         StainError: ``stains`` is not a finite (k, 3) array with 1 <= k <= 3.
     """
+    unmix = unmixing_matrix(stains)
+    od = _od_lut(background, np.float32)[check_rgb_uint8(image)]
+    return od @ unmix.T
+
+
+def unmixing_matrix(stains: np.ndarray) -> np.ndarray:
+    """The (k, 3) float32 matrix that takes an RGB optical density to ``k`` stain concentrations.
+
+    Args:
+        stains: (k, 3) OD vectors, one row per stain.
+
+    Raises:
+        StainError: ``stains`` is not a finite (k, 3) array with 1 <= k <= 3.
+    """
     vectors = np.asarray(stains, dtype=np.float64)
     if vectors.ndim != 2 or vectors.shape[1] != 3 or not 1 <= vectors.shape[0] <= 3:
         raise StainError(f"stains: expected shape (k, 3) with k in 1..3, got {vectors.shape}")
     if not np.all(np.isfinite(vectors)):
         raise StainError("stains: contains NaN or infinite values")
-    od = _od_lut(background, np.float32)[check_rgb_uint8(image)]
-    unmix = np.linalg.pinv(vectors.T).astype(np.float32)  # least squares of od = c @ vectors
-    return od @ unmix.T
+    return np.linalg.pinv(vectors.T).astype(np.float32)  # least squares of od = c @ vectors
 
 
 def optical_density(image: np.ndarray, background: float = 255.0) -> np.ndarray:

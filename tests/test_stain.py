@@ -102,3 +102,13 @@ def test_bad_images_rejected(bad, match):
 def test_hed_to_rgb_bad_shape():
     with pytest.raises(StainError):
         hed_to_rgb(np.zeros((4, 4)))
+
+
+def test_the_unmixing_matrix_inverts_the_stain_vectors():
+    from nucseg.stain import RUIFROK_HED, unmixing_matrix
+
+    unmix = unmixing_matrix(RUIFROK_HED)
+    assert unmix.shape == (3, 3) and unmix.dtype == np.float32
+    np.testing.assert_allclose(unmix @ np.asarray(RUIFROK_HED).T, np.eye(3), atol=1e-5)
+    with pytest.raises(StainError, match="expected shape"):
+        unmixing_matrix(np.ones((4, 3)))

@@ -59,7 +59,7 @@ from nucseg.models import build_model
 from nucseg.models.gan import GANLoss
 from nucseg.models.gan_loss import GAN_MODES
 from nucseg.models.pool import ImagePool
-from nucseg.stain import RUIFROK_HED
+from nucseg.stain import RUIFROK_HED, unmixing_matrix
 from nucseg.train_config import (
     RunSettings,
     TrainConfigError,
@@ -177,6 +177,10 @@ class CycleGANConfig(RunSettings):
         return 1.0 if epoch < constant else max(0.0, 1.0 - (epoch - constant) / (decay + 1))
 
 
+#: Row of the Ruifrok unmixing that gives hematoxylin, computed once.
+_HEMATOXYLIN_UNMIX = torch.from_numpy(unmixing_matrix(RUIFROK_HED)[0].copy())
+
+
 def hematoxylin_contrast(he: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per crop, mean hematoxylin OD of the mask's nucleus pixels minus its background's.
 
@@ -191,12 +195,13 @@ def hematoxylin_contrast(he: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
     """
     intensity = ((he.float() + 1) / 2).clamp(1 / 255, 1)
-    unmix = torch.linalg.pinv(torch.as_tensor(RUIFROK_HED.T, dtype=torch.float32))[0]
-    h = (-torch.log10(intensity) * unmix.to(he.device).view(1, 3, 1, 1)).sum(1)
+    unmix = _HEMATOXYLIN_UNMIX.to(he.device).view(1, 3, 1, 1)
+    h = (-torch.log10(intensity) * unmix).sum(1)
     nuclei = (mask[:, 0] < 0).float()  # not background
-    counts = [m.sum((1, 2)) for m in (nuclei, 1 - nuclei)]
-    means = [(h * m).sum((1, 2)) / n.clamp_min(1) for m, n in zip((nuclei, 1 - nuclei), counts,
-                                                                 strict=True)]  # fmt: skip
+    means, counts = [], []
+    for region in (nuclei, 1 - nuclei):
+        counts.append(region.sum((1, 2)))
+        means.append((h * region).sum((1, 2)) / counts[-1].clamp_min(1))
     both = (counts[0] > 0) & (counts[1] > 0)
     return torch.where(both, means[0] - means[1], torch.full_like(means[0], float("nan")))
 
